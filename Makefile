@@ -1,0 +1,49 @@
+# aiowal developer tasks. `make test` and `make demo` work on a fresh machine: they create .venv themselves.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: test lint typecheck pytest demo bench soak proto wheel-check clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev,bench]'
+	touch $(STAMP)
+
+test: $(STAMP) lint typecheck pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests examples benchmarks
+	$(BIN)/ruff format --check src tests examples benchmarks
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	$(BIN)/pytest -q -p no:cacheprovider
+
+soak: $(STAMP)
+	AIOWAL_SOAK=1 $(BIN)/pytest -q -p no:cacheprovider -m soak
+
+demo: $(STAMP)
+	$(BIN)/python examples/demo.py
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks
+
+proto: $(STAMP)
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m grpc_tools.protoc -Isrc --python_out=src --mypy_out=src \
+		src/aiowal/raftpb/raft.proto src/aiowal/badgerpb/badger.proto
+
+wheel-check: $(STAMP)
+	rm -rf dist /tmp/aiowal-wheel-venv
+	$(BIN)/python -m build -q --wheel --outdir dist .
+	$(PY) -m venv /tmp/aiowal-wheel-venv
+	/tmp/aiowal-wheel-venv/bin/pip install -q dist/*.whl
+	cd /tmp && /tmp/aiowal-wheel-venv/bin/python -c "import aiowal; print('aiowal', aiowal.__version__)"
+	/tmp/aiowal-wheel-venv/bin/aiowal --help > /dev/null
+
+clean:
+	rm -rf $(VENV) dist build .mypy_cache .ruff_cache .pytest_cache

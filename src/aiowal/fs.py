@@ -1,0 +1,134 @@
+"""The only place aiowal touches the disk: every write, sync, truncate, rename, unlink, lock and mapping.
+
+Keeping all of it behind one small class lets tests record the calls (to build power-loss crash states) or make a
+chosen call fail (ENOSPC, EIO, a short write). Every ``OSError`` leaves here as ``StorageIOError``.
+"""
+
+from __future__ import annotations
+
+import errno as errno_mod
+import fcntl
+import mmap
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+from aiowal.errors import StorageIOError, StorageLockedError
+
+T = TypeVar("T")
+
+
+@contextmanager
+def _io(what: str, path: str | None = None) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        where = f" {path}" if path else ""
+        raise StorageIOError(exc.errno, f"{what}{where}: {exc.strerror or exc}") from exc
+
+
+class FS:
+    """Thin wrappers over ``os`` calls; subclass to observe or fail them."""
+
+    # --- files -------------------------------------------------------------------------------------------------
+    def open(self, path: str, flags: int, mode: int = 0o666) -> int:
+        with _io("open", path):
+            return os.open(path, flags | os.O_CLOEXEC, mode)
+
+    def close(self, fd: int) -> None:
+        with _io("close"):
+            os.close(fd)
+
+    def size(self, fd: int) -> int:
+        with _io("fstat"):
+            return os.fstat(fd).st_size
+
+    def pread(self, fd: int, n: int, offset: int) -> bytes:
+        with _io("pread"):
+            return os.pread(fd, n, offset)
+
+    def pwrite(self, fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
+        """Write all of ``data`` at ``offset``; a write that cannot complete raises (ENOSPC for a full disk)."""
+        view = memoryview(data)
+        with _io("pwrite"):
+            while view:
+                n = os.pwrite(fd, view, offset)
+                if n <= 0:
+                    raise OSError(errno_mod.ENOSPC, "short write")
+                view = view[n:]
+                offset += n
+
+    def ftruncate(self, fd: int, size: int) -> None:
+        with _io("ftruncate"):
+            os.ftruncate(fd, size)
+
+    def fdatasync(self, fd: int) -> None:
+        with _io("fdatasync"):
+            os.fdatasync(fd)
+
+    def fsync(self, fd: int) -> None:
+        with _io("fsync"):
+            os.fsync(fd)
+
+    # --- directory ---------------------------------------------------------------------------------------------
+    def listdir(self, path: str) -> list[str]:
+        with _io("listdir", path):
+            return os.listdir(path)
+
+    def exists(self, path: str) -> bool:
+        return os.path.exists(path)
+
+    def makedirs(self, path: str) -> None:
+        with _io("mkdir", path):
+            os.makedirs(path, exist_ok=True)
+
+    def unlink(self, path: str) -> None:
+        with _io("unlink", path):
+            os.unlink(path)
+
+    def rename(self, src: str, dst: str) -> None:
+        with _io("rename", src):
+            os.rename(src, dst)
+
+    def fsync_dir(self, path: str) -> None:
+        """Make creations, renames and deletions in ``path`` durable."""
+        with _io("fsync directory", path):
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def lock_dir(self, path: str) -> int:
+        """Take an exclusive ``flock`` on the directory; ``StorageLockedError`` if someone else holds it."""
+        with _io("open directory", path):
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            os.close(fd)
+            raise StorageLockedError(f"{path} is open in another process or storage instance") from exc
+        except OSError as exc:
+            os.close(fd)
+            raise StorageIOError(exc.errno, f"flock {path}: {exc.strerror}") from exc
+        return fd
+
+    def unlock_dir(self, fd: int) -> None:
+        with _io("unlock directory"):
+            os.close(fd)
+
+    # --- reads -------------------------------------------------------------------------------------------------
+    def map(self, fd: int, size: int) -> mmap.mmap:
+        """A read-only shared mapping of the first ``size`` bytes (reads see pwrite at once: same page cache)."""
+        with _io("mmap"):
+            return mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ)
+
+
+def call_io(what: str, fn: Callable[[], T]) -> T:
+    """Run ``fn`` and turn an ``OSError`` into ``StorageIOError``."""
+    with _io(what):
+        return fn()
+
+
+DEFAULT_FS = FS()

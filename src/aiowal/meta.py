@@ -1,0 +1,231 @@
+"""``wal.meta``: raft id, group id, checkpoint, HardState and snapshot, in Dgraph's layout.
+
+The fields live in memory; writes go to the file with ``pwrite``. The HardState (offset 512) and the u64 fields
+(offset 0) each sit inside one 512-byte sector, so an in-place write of them is all or nothing. A snapshot spans
+many sectors, so it is never written in place: the whole file is rewritten to ``wal.meta.tmp`` and renamed over
+``wal.meta``, and a crash leaves either the old snapshot or the new one (Dgraph bug B3 cannot happen).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+
+from aiowal.errors import CorruptionError
+from aiowal.format import (
+    HARD_STATE_MAX,
+    HARD_STATE_OFFSET,
+    META_EXT,
+    META_EXT_MAGIC,
+    META_EXT_OFFSET,
+    META_FILE_SIZE,
+    META_HEADER_END,
+    META_NAME,
+    META_UINT_OFFSETS,
+    SNAPSHOT_INDEX_OFFSET,
+    SNAPSHOT_OFFSET,
+    U32,
+    U64,
+)
+from aiowal.fs import FS
+from aiowal.raftpb import ConfState, HardState, Snapshot, SnapshotMetadata
+
+log = logging.getLogger(__name__)
+
+META_TMP_NAME = META_NAME + ".tmp"
+
+
+class MetaInfo(enum.IntEnum):
+    """The u64 fields of ``wal.meta`` (Dgraph's ``MetaInfo``)."""
+
+    RAFT_ID = 0
+    GROUP_ID = 1
+    CHECKPOINT_INDEX = 2
+    SNAPSHOT_INDEX = 3
+    SNAPSHOT_TERM = 4
+
+
+def full_hard_state(hs: HardState) -> HardState:
+    """A copy with term, vote and commit all present, so they serialize even when zero (as gogo does)."""
+    return HardState(term=hs.term, vote=hs.vote, commit=hs.commit)
+
+
+def full_snapshot(data: bytes | None, index: int, term: int, cs: ConfState) -> Snapshot:
+    """A Snapshot whose always-emitted fields (gogo's non-nullable ones) are explicitly present."""
+    conf = ConfState()
+    conf.CopyFrom(cs)
+    conf.auto_leave = cs.auto_leave
+    snap = Snapshot(metadata=SnapshotMetadata(conf_state=conf, index=index, term=term))
+    if data is not None:
+        snap.data = data
+    return snap
+
+
+def normalize_snapshot(snap: Snapshot) -> Snapshot:
+    """``snap`` with gogo's always-emitted fields set, keeping ``data`` only if the caller set it."""
+    data = snap.data if snap.HasField("data") else None
+    return full_snapshot(data, snap.metadata.index, snap.metadata.term, snap.metadata.conf_state)
+
+
+class Meta:
+    """The open ``wal.meta`` of one directory."""
+
+    def __init__(self, fs: FS, directory: str, fd: int, size: int, writable: bool) -> None:
+        self.fs = fs
+        self.dir = directory
+        self.path = os.path.join(directory, META_NAME)
+        self.fd = fd
+        self.size = size
+        self.writable = writable
+        self.uints = [0, 0, 0, 0, 0]
+        self.hard_state = HardState()
+        self.snapshot = Snapshot()
+        self.floor_fid = 0
+        self.repairs: list[str] = []
+
+    # --- opening ----------------------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, fs: FS, directory: str, durable: bool) -> Meta:
+        """A new 1 MiB sparse ``wal.meta`` (all fields zero), made visible by rename so it is never half made."""
+        tmp = os.path.join(directory, META_TMP_NAME)
+        fd = fs.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)
+        try:
+            fs.ftruncate(fd, META_FILE_SIZE)
+            if durable:
+                fs.fsync(fd)
+            fs.rename(tmp, os.path.join(directory, META_NAME))
+            if durable:
+                fs.fsync_dir(directory)
+        except BaseException:
+            fs.close(fd)
+            raise
+        return cls(fs, directory, fd, META_FILE_SIZE, True)
+
+    @classmethod
+    def open(cls, fs: FS, directory: str, writable: bool) -> Meta:
+        path = os.path.join(directory, META_NAME)
+        fd = fs.open(path, os.O_RDWR if writable else os.O_RDONLY)
+        try:
+            size = fs.size(fd)
+            meta = cls(fs, directory, fd, size, writable)
+            meta._load(fs.pread(fd, size, 0))
+        except BaseException:
+            fs.close(fd)
+            raise
+        return meta
+
+    def _load(self, raw: bytes) -> None:
+        if len(raw) < META_HEADER_END:
+            raise CorruptionError(f"{self.path}: offset {len(raw)}: wal.meta is shorter than {META_HEADER_END} bytes")
+        self.uints = [int(U64.unpack_from(raw, off)[0]) for off in META_UINT_OFFSETS]
+        magic, floor = META_EXT.unpack_from(raw, META_EXT_OFFSET)
+        self.floor_fid = int(floor) if magic == META_EXT_MAGIC else 0
+        hs_len = U32.unpack_from(raw, HARD_STATE_OFFSET)[0]
+        if hs_len >= HARD_STATE_MAX:
+            raise CorruptionError(f"{self.path}: offset {HARD_STATE_OFFSET}: HardState length {hs_len} >= 512")
+        if hs_len:
+            try:
+                self.hard_state = full_hard_state(
+                    HardState.FromString(raw[HARD_STATE_OFFSET + 4 : HARD_STATE_OFFSET + 4 + hs_len])
+                )
+            except Exception as exc:
+                raise CorruptionError(
+                    f"{self.path}: offset {HARD_STATE_OFFSET}: cannot parse hardState: {exc}"
+                ) from exc
+        snap_len = U32.unpack_from(raw, SNAPSHOT_OFFSET)[0]
+        if META_HEADER_END + snap_len > len(raw):
+            raise CorruptionError(
+                f"{self.path}: offset {SNAPSHOT_OFFSET}: snapshot of {snap_len} bytes runs past the end of the file"
+            )
+        if snap_len:
+            try:
+                self.snapshot = Snapshot.FromString(raw[META_HEADER_END : META_HEADER_END + snap_len])
+            except Exception as exc:
+                raise CorruptionError(f"{self.path}: offset {SNAPSHOT_OFFSET}: cannot parse snapshot: {exc}") from exc
+        # Dgraph writes the index/term fields before the proto (B3); the proto is the complete record, so it wins.
+        md = self.snapshot.metadata
+        fields = self.uints[MetaInfo.SNAPSHOT_INDEX], self.uints[MetaInfo.SNAPSHOT_TERM]
+        if fields != (md.index, md.term):
+            self.repairs.append(
+                f"snapshot index/term fields {fields} disagree with the stored snapshot ({md.index}, {md.term})"
+            )
+            self.uints[MetaInfo.SNAPSHOT_INDEX] = md.index
+            self.uints[MetaInfo.SNAPSHOT_TERM] = md.term
+
+    def repair(self) -> None:
+        """Write back what ``_load`` corrected in memory."""
+        if self.repairs:
+            self.fs.pwrite(
+                self.fd,
+                U64.pack(self.uints[MetaInfo.SNAPSHOT_INDEX]) + U64.pack(self.uints[MetaInfo.SNAPSHOT_TERM]),
+                SNAPSHOT_INDEX_OFFSET,
+            )
+            self.fs.fdatasync(self.fd)
+
+    # --- fields -----------------------------------------------------------------------------------------------
+    @property
+    def snapshot_index(self) -> int:
+        return self.uints[MetaInfo.SNAPSHOT_INDEX]
+
+    @property
+    def snapshot_term(self) -> int:
+        return self.uints[MetaInfo.SNAPSHOT_TERM]
+
+    def set_uint(self, info: MetaInfo, value: int) -> None:
+        self.fs.pwrite(self.fd, U64.pack(value), META_UINT_OFFSETS[info])
+        self.uints[info] = value
+
+    def store_hard_state(self, hs: HardState) -> None:
+        """Write the HardState in place at 512 (one sector), as Dgraph does."""
+        full = full_hard_state(hs)
+        raw = full.SerializeToString()
+        self.fs.pwrite(self.fd, U32.pack(len(raw)) + raw, HARD_STATE_OFFSET)
+        self.hard_state = full
+
+    def store_snapshot(self, snap: Snapshot, floor_fid: int | None, durable: bool) -> None:
+        """Replace the snapshot (and optionally the live-file floor) by rewriting the file and renaming it."""
+        snap = normalize_snapshot(snap)
+        proto = snap.SerializeToString()
+        raw = bytearray(self.fs.pread(self.fd, self.size, 0))
+        size = max(self.size, META_FILE_SIZE)
+        while size - META_HEADER_END < len(proto):  # B2 fixed: the 4-byte length prefix counts too
+            size *= 2
+        if len(raw) < size:
+            raw.extend(bytes(size - len(raw)))
+        index, term = snap.metadata.index, snap.metadata.term
+        raw[SNAPSHOT_INDEX_OFFSET:SNAPSHOT_OFFSET] = U64.pack(index) + U64.pack(term)
+        raw[SNAPSHOT_OFFSET : META_HEADER_END + len(proto)] = U32.pack(len(proto)) + proto
+        floor = self.floor_fid if floor_fid is None else floor_fid
+        if floor:
+            raw[META_EXT_OFFSET : META_EXT_OFFSET + META_EXT.size] = META_EXT.pack(META_EXT_MAGIC, floor)
+        used = len(raw.rstrip(b"\0"))
+        tmp = os.path.join(self.dir, META_TMP_NAME)
+        fd = self.fs.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)
+        try:
+            self.fs.ftruncate(fd, size)
+            self.fs.pwrite(fd, memoryview(raw)[:used], 0)
+            if durable:
+                self.fs.fdatasync(fd)
+            self.fs.rename(tmp, self.path)
+        except BaseException:
+            self.fs.close(fd)
+            raise
+        # From here on wal.meta is the new file, whatever else fails.
+        old, self.fd = self.fd, fd
+        self.fs.close(old)
+        self.size = size
+        self.snapshot = snap
+        self.floor_fid = floor
+        self.uints[MetaInfo.SNAPSHOT_INDEX] = index
+        self.uints[MetaInfo.SNAPSHOT_TERM] = term
+        if durable:
+            self.fs.fsync_dir(self.dir)
+
+    def sync(self) -> None:
+        self.fs.fdatasync(self.fd)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            self.fs.close(fd)

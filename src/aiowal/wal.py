@@ -1,0 +1,329 @@
+"""The ordered set of log files of one directory: discovery and recovery on open, append with Dgraph's rotation
+rule, truncation for overwrites, deletion of files below a snapshot, and reads across files.
+
+Files are kept sorted by their first index; the last one is the *current* file that receives appends. Every
+structural change that a later write depends on is made durable first when the caller asks for durability, so a
+crash never leaves old entries after new ones (see docs/durability.md).
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import logging
+import os
+from collections.abc import Callable, Sequence
+
+from aiowal.errors import CorruptionError, EncryptionKeyError
+from aiowal.format import LOG_FILE_SIZE, SLOT_SIZE, log_file_name, parse_log_file_name
+from aiowal.fs import FS
+from aiowal.keyregistry import KeyRegistry
+from aiowal.logfile import LogFile
+from aiowal.raftpb import Entry
+
+log = logging.getLogger(__name__)
+
+UNLIMITED = 1 << 62
+
+
+class Wal:
+    """Log files sorted by first index (``files[-1]`` is current) and the set of files written since the last
+    sync."""
+
+    def __init__(self, fs: FS, directory: str, writable: bool, registry: Callable[[], KeyRegistry] | None) -> None:
+        self.fs = fs
+        self.dir = directory
+        self.writable = writable
+        self._registry = registry  # None: no encryption key was given
+        self.files: list[LogFile] = []
+        self.max_fid = 0
+        self.dirty: set[LogFile] = set()
+        self.dir_dirty = False
+        self.repairs: list[str] = []
+
+    # --- opening ----------------------------------------------------------------------------------------------
+    @classmethod
+    def open(
+        cls,
+        fs: FS,
+        directory: str,
+        writable: bool,
+        registry: Callable[[], KeyRegistry] | None,
+        floor_fid: int,
+    ) -> Wal:
+        wal = cls(fs, directory, writable, registry)
+        try:
+            wal._discover(floor_fid)
+        except BaseException:
+            wal.close()
+            raise
+        return wal
+
+    def _discover(self, floor_fid: int) -> None:
+        found: list[LogFile] = []
+        dead: list[str] = []
+        for name in sorted(self.fs.listdir(self.dir)):
+            fid = parse_log_file_name(name)
+            path = os.path.join(self.dir, name)
+            if fid is None:
+                if name.endswith(".wal"):
+                    log.warning("%s: not a canonical log file name; ignored", path)
+                continue
+            if not os.path.isfile(path):
+                continue
+            self.max_fid = max(self.max_fid, fid)
+            if fid < floor_fid:
+                dead.append(path)  # discarded by a snapshot that arrived through save()
+                continue
+            lf = LogFile.open(self.fs, path, fid, self.writable)
+            found.append(lf)
+            self._attach_key(lf)
+        nonempty = [lf for lf in found if lf.mm is not None and lf._index_at(0)]
+        empty = [lf for lf in found if lf not in nonempty]
+        nonempty.sort(key=lambda lf: lf._index_at(0))
+        current: LogFile | None = None
+        if empty and max(empty, key=lambda lf: lf.fid).fid == max(lf.fid for lf in found):
+            # The newest file is empty: a rotation or snapshot made it and nothing was written yet.
+            current = max(empty, key=lambda lf: lf.fid)
+        for lf in empty:
+            if lf is not current:
+                dead.append(lf.path)
+                lf.close()
+        files = [*nonempty, current] if current is not None else nonempty
+        for pos, lf in enumerate(files):
+            is_current = pos == len(files) - 1
+            good = lf.load(validate_records=is_current)
+            if not lf.clean:
+                if not is_current:
+                    raise CorruptionError(f"{lf.path}: offset {good * SLOT_SIZE}: invalid slot {good}")
+                self._repair_tail(lf, good)
+        for prev, nxt in itertools.pairwise(files):
+            if nxt.count and (nxt.first <= prev.last or nxt.term_at(0) < prev.last_term):
+                raise CorruptionError(
+                    f"{nxt.path}: offset 0: first entry {nxt.first} does not follow {prev.path}'s last {prev.last}"
+                )
+        self.files = files
+        if self.writable:
+            for path in dead:
+                log.info("removing %s: empty or discarded by a snapshot", path)
+                self.fs.unlink(path)
+                self.dir_dirty = True
+            if not self.files:
+                self._new_file()
+            elif self.current.size < LOG_FILE_SIZE and not self.current.sealed:
+                self.current.resize(LOG_FILE_SIZE)  # a rotated file became current again: room to grow
+            self.sync()
+
+    def _attach_key(self, lf: LogFile) -> None:
+        key_id, base_iv = lf.header_key_id()
+        if key_id == 0:
+            return
+        if self._registry is None:
+            raise EncryptionKeyError("Logfile is encrypted but encryption key is nil")
+        lf.key_id = key_id
+        lf.data_key = self._registry().data_key(key_id)
+        lf.base_iv = base_iv
+
+    def _repair_tail(self, lf: LogFile, good: int) -> None:
+        msg = f"{lf.path}: torn tail: keeping {good} entries, dropping the slots after them"
+        self.repairs.append(msg)
+        if lf.data_key is not None:
+            lf.sealed = True  # the cut region's keystream was used: never write there again
+        if self.writable:
+            log.warning(msg)
+            lf.cut_to(good)
+            self.dirty.add(lf)
+
+    # --- shape ------------------------------------------------------------------------------------------------
+    @property
+    def current(self) -> LogFile:
+        return self.files[-1]
+
+    def first_index(self) -> int:
+        """Index in slot 0 of the oldest file (0 when the log is empty)."""
+        for lf in self.files:
+            if lf.count:
+                return lf.first
+        return 0
+
+    def last_index(self) -> int:
+        for lf in reversed(self.files):
+            if lf.count:
+                return lf.last
+        return 0
+
+    def num_entries(self) -> int:
+        return sum(lf.count for lf in self.files)
+
+    def num_log_files(self) -> int:
+        return max(len(self.files) - 1, 0)
+
+    def _file_pos(self, index: int) -> int:
+        """Position of the last non-empty file whose first index is <= ``index`` (-1 if none)."""
+        firsts = [lf.first for lf in self.files if lf.count]
+        return bisect.bisect_right(firsts, index) - 1
+
+    def locate(self, index: int) -> tuple[LogFile, int] | None:
+        """The file and slot holding ``index``, or None."""
+        pos = self._file_pos(index)
+        if pos < 0:
+            return None
+        lf = self.files[pos]
+        s = lf.slot_of(index)
+        return (lf, s) if s >= 0 else None
+
+    def term(self, index: int) -> int | None:
+        found = self.locate(index)
+        return None if found is None else found[0].term_at(found[1])
+
+    def entries(self, lo: int, hi: int, max_size: int | None) -> list[Entry]:
+        """Entries with ``lo <= index < hi``, at least one if any, within ``max_size`` of protobuf size."""
+        out: list[Entry] = []
+        if lo >= hi:
+            return out
+        pos = max(self._file_pos(lo), 0)
+        budget = UNLIMITED if max_size is None else max_size
+        files = self.files
+        s = files[pos].slot_ge(lo) if files else 0
+        while pos < len(files):
+            lf = files[pos]
+            if lf.count:
+                before = len(out)
+                budget = lf.read(s, lf.count, hi, budget, out)
+                if budget < 0 or (len(out) - before < lf.count - s):
+                    break
+            pos += 1
+            s = 0
+        return out
+
+    # --- writing ----------------------------------------------------------------------------------------------
+    def append(self, entries: Sequence[Entry], durable: bool) -> None:
+        """Write ``entries``; the first may overwrite the log from its index on (the caller checked gaps)."""
+        if not entries:
+            return
+        first = entries[0].index
+        if self.files and first <= self.last_index():
+            self.truncate_from(first, durable)
+        i = 0
+        while i < len(entries):
+            cur = self.files[-1] if self.files else None
+            if cur is None or cur.sealed:
+                cur = self.rotate()
+            room = cur.room_for(entries, i)
+            if room == 0:
+                self.rotate()
+                continue
+            cur.append(entries, i, i + room)
+            self.dirty.add(cur)
+            i += room
+
+    def rotate(self) -> LogFile:
+        """Close the current file at its data end (synced, as Dgraph does) and start a new current file."""
+        if self.files:
+            old = self.files[-1]
+            if old.count == 0:
+                self._delete(old)
+            else:
+                if old.size != old.data_end:
+                    old.resize(old.data_end)
+                self.fs.fdatasync(old.fd)
+                self.dirty.discard(old)
+        return self._new_file()
+
+    def _new_file(self) -> LogFile:
+        self.max_fid += 1
+        path = os.path.join(self.dir, log_file_name(self.max_fid))
+        if self._registry is not None:
+            dk = self._registry().latest_data_key()
+            lf = LogFile.create(self.fs, path, self.max_fid, dk.key_id, dk.key)
+        else:
+            lf = LogFile.create(self.fs, path, self.max_fid)
+        self.files.append(lf)
+        self.dirty.add(lf)
+        self.dir_dirty = True
+        return lf
+
+    def truncate_from(self, index: int, durable: bool) -> None:
+        """Discard every entry with index >= ``index``: later files are deleted, the file holding ``index`` keeps
+        what precedes it. With ``durable`` the cut is on disk before anything new is written."""
+        pos = max(self._file_pos(index), 0)
+        for lf in self.files[pos + 1 :]:
+            self._delete(lf)
+        del self.files[pos + 1 :]
+        if durable and self.dir_dirty:
+            self.fs.fsync_dir(self.dir)
+            self.dir_dirty = False
+        lf = self.files[pos]
+        lf.truncate_from(lf.slot_ge(index))
+        if lf.data_key is not None:
+            lf.sealed = True  # new data must not reuse this file's keystream
+        self.dirty.add(lf)
+        if lf.count == 0 and lf.sealed:
+            self._delete(lf)
+            self.files.pop()
+        elif not lf.sealed and lf.size < LOG_FILE_SIZE:
+            lf.resize(LOG_FILE_SIZE)
+        if durable:
+            self.sync()
+
+    def delete_before(self, index: int) -> None:
+        """Dgraph's deleteBefore: delete the files wholly below the file that holds ``index``."""
+        pos = self._file_pos(index)
+        if pos <= 0:
+            return
+        pos = min(pos, len(self.files) - 1)
+        for lf in self.files[:pos]:
+            self._delete(lf)
+        del self.files[:pos]
+
+    def discard_all_but_new_file(self) -> LogFile:
+        """Start a fresh current file for a log that a snapshot discards; the old files stay until
+        ``drop_older_than`` (after the snapshot is committed in wal.meta)."""
+        return self._new_file()
+
+    def drop_older_than(self, fid: int) -> None:
+        keep = [lf for lf in self.files if lf.fid >= fid]
+        for lf in self.files:
+            if lf.fid < fid:
+                self._delete(lf)
+        self.files = keep
+
+    def _delete(self, lf: LogFile) -> None:
+        self.dirty.discard(lf)
+        lf.close()
+        self.fs.unlink(lf.path)
+        self.dir_dirty = True
+
+    def drop_data_until(self, index: int, durable: bool) -> int:
+        """truncate_entries_until: drop the data of Normal entries below ``index``; returns how many."""
+        touched: list[tuple[LogFile, int]] = []
+        for lf in self.files:
+            for s in range(lf.count):
+                if lf._index_at(s) >= index:
+                    break
+                if lf.drop_data(s):
+                    touched.append((lf, s))
+        files = {lf for lf, _ in touched}
+        if durable:
+            for lf in files:
+                self.fs.fdatasync(lf.fd)
+        for lf, s in touched:
+            lf.zero_length(s)
+            if lf.data_key is not None and s == lf.count - 1:
+                lf.sealed = True
+        self.dirty.update(files)
+        return len(touched)
+
+    def sync(self) -> None:
+        """fdatasync every file written since the last sync, then the directory if files came or went."""
+        for lf in list(self.dirty):
+            self.fs.fdatasync(lf.fd)
+            self.dirty.discard(lf)
+        if self.dir_dirty:
+            self.fs.fsync_dir(self.dir)
+            self.dir_dirty = False
+
+    def close(self) -> None:
+        for lf in self.files:
+            lf.close()
+        self.files = []
