@@ -58,6 +58,10 @@ class SlotInfo:
 class LogFile:
     """An open log file. ``count`` slots are used; their indexes run from ``first`` to ``last``."""
 
+    # Entries per file before rotation. Always 30,000 (Dgraph's maxNumEntries); tests lower it to exercise
+    # rotation with few entries. Files stay readable by Dgraph either way: they just hold fewer slots.
+    max_entries = MAX_ENTRIES
+
     def __init__(self, fs: FS, path: str, fid: int, fd: int, size: int, writable: bool) -> None:
         self.fs = fs
         self.path = path
@@ -288,7 +292,7 @@ class LogFile:
     # --- writing ----------------------------------------------------------------------------------------------
     def room_for(self, entries: Sequence[Entry], start: int) -> int:
         """How many of ``entries[start:]`` fit before Dgraph's rotation rule (30,000 slots, 1 GiB of data)."""
-        free = MAX_ENTRIES - self.count
+        free = self.max_entries - self.count
         stop = min(len(entries), start + free)
         end = self.data_end
         for k in range(start, stop):
