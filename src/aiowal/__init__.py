@@ -1,6 +1,7 @@
 """aiowal: an asyncio-native Raft write-ahead log, byte-compatible with Dgraph's raftwal."""
 
 from aiowal import raftpb
+from aiowal.aio import AsyncDiskStorage
 from aiowal.errors import (
     CompactedError,
     CorruptionError,
@@ -20,6 +21,7 @@ from aiowal.storage import DiskStorage
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncDiskStorage",
     "CompactedError",
     "CorruptionError",
     "DiskStorage",

@@ -175,6 +175,11 @@ class DiskStorage:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def bytes_written(self) -> int:
+        """Bytes of data records (length prefixes included) appended since open."""
+        return self._wal.bytes_written
+
     # --- guards -----------------------------------------------------------------------------------------------
     def _check_open(self) -> None:
         if self._closed:

@@ -40,6 +40,7 @@ class Wal:
         self.dirty: set[LogFile] = set()
         self.dir_dirty = False
         self.repairs: list[str] = []
+        self.bytes_written = 0  # data-record bytes appended since open
 
     # --- opening ----------------------------------------------------------------------------------------------
     @classmethod
@@ -213,7 +214,9 @@ class Wal:
             if room == 0:
                 self.rotate()
                 continue
+            before = cur.data_end
             cur.append(entries, i, i + room)
+            self.bytes_written += cur.data_end - before
             self.dirty.add(cur)
             i += room
 
