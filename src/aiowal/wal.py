@@ -83,9 +83,11 @@ class Wal:
         empty = [lf for lf in found if lf not in nonempty]
         nonempty.sort(key=lambda lf: lf._index_at(0))
         current: LogFile | None = None
-        if empty and max(empty, key=lambda lf: lf.fid).fid == max(lf.fid for lf in found):
-            # The newest file is empty: a rotation or snapshot made it and nothing was written yet.
-            current = max(empty, key=lambda lf: lf.fid)
+        newest_empty = max(empty, key=lambda lf: lf.fid) if empty else None
+        if newest_empty is not None and newest_empty.mm is not None and newest_empty.fid == max(f.fid for f in found):
+            # The newest file is empty: a rotation or snapshot made it and nothing was written yet. (A file of
+            # size 0, cut short by a crash while it was being created, has no header: it is removed instead.)
+            current = newest_empty
         for lf in empty:
             if lf is not current:
                 dead.append(lf.path)
@@ -104,6 +106,10 @@ class Wal:
                     f"{nxt.path}: offset 0: first entry {nxt.first} does not follow {prev.path}'s last {prev.last}"
                 )
         self.files = files
+        if self.files and self.current.data_key is not None:
+            # Data past the last slot may have reached the disk before a crash: new data never goes where it
+            # might have been, so an encrypted log starts a new file at its first append after open.
+            self.current.sealed = True
         if self.writable:
             for path in dead:
                 log.info("removing %s: empty or discarded by a snapshot", path)
@@ -111,8 +117,6 @@ class Wal:
                 self.dir_dirty = True
             if not self.files:
                 self._new_file()
-            elif self.current.size < LOG_FILE_SIZE and not self.current.sealed:
-                self.current.resize(LOG_FILE_SIZE)  # a rotated file became current again: room to grow
             self.sync()
 
     def _attach_key(self, lf: LogFile) -> None:
@@ -226,6 +230,7 @@ class Wal:
             old = self.files[-1]
             if old.count == 0:
                 self._delete(old)
+                self.files.pop()
             else:
                 if old.size != old.data_end:
                     old.resize(old.data_end)
