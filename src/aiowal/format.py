@@ -50,6 +50,7 @@ CRC_HEADER = struct.Struct(">QQQII")  # term, index, offset, type, length: what 
 ENC_HEADER = struct.Struct(">Q8s")
 
 ZERO_SLOT: Final = bytes(SLOT_SIZE)
+UNLIMITED: Final = 1 << 62  # a read budget that never runs out
 TYPE_MASK: Final = 0xFFFF_FFFF
 
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 import mmap
 import os
+import struct
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from aiowal.errors import CorruptionError, StorageIOError
+from aiowal.errors import CorruptionError
 from aiowal.format import (
     CRC_HEADER,
     DATA_START,
@@ -29,6 +30,7 @@ from aiowal.format import (
     TYPE_MASK,
     U32,
     U64,
+    UNLIMITED,
     crc32c,
     entry_size,
     grown_size,
@@ -243,36 +245,39 @@ class LogFile:
 
     def read(self, s: int, stop: int, hi: int, budget: int, out: list[Entry]) -> int:
         """Append entries from slots ``[s, stop)`` with index < ``hi`` to ``out``, spending ``budget`` bytes of
-        protobuf size; returns the budget left, or -1 once the size limit stopped it."""
+        protobuf size (``UNLIMITED``: no limit); returns the budget left, or -1 once the size limit stopped it."""
         mm = self.mm
         assert mm is not None
+        if self.contiguous and self.count:
+            stop = min(stop, max(s, hi - self.first))  # no slot at or past hi: nothing to test per entry
         size = self.size
         key = self.data_key
-        unpack_slot = SLOT.unpack_from
         unpack_len = U32.unpack_from
-        for k in range(s, stop):
-            term, index, off, word = unpack_slot(mm, k * SLOT_SIZE)
-            if index >= hi:
-                break
-            if off + 4 > size:
-                raise CorruptionError(f"{self.path}: offset {k * SLOT_SIZE}: data offset {off} past end of file")
-            n = unpack_len(mm, off)[0]
-            if off + 4 + n > size:
-                raise CorruptionError(f"{self.path}: offset {off}: record of {n} bytes runs past end of file")
-            etype = word & TYPE_MASK
-            if etype > 2:
-                etype = signed_type(etype)
-            cost = entry_size(term, index, etype, n)
-            if out and cost > budget:
-                return -1
-            budget -= cost
-            if n:
-                data = mm[off + 4 : off + 4 + n]
-                if key is not None:
-                    data = aes_ctr(key, self.base_iv + U64.pack(off), data)
-                out.append(Entry(term=term, index=index, type=etype, data=data))
-            else:
-                out.append(Entry(term=term, index=index, type=etype))
+        limited = budget < UNLIMITED
+        try:
+            for term, index, off, word in SLOT.iter_unpack(mm[s * SLOT_SIZE : stop * SLOT_SIZE]):
+                if index >= hi:
+                    break
+                n = unpack_len(mm, off)[0]
+                if off + 4 + n > size:
+                    raise CorruptionError(f"{self.path}: offset {off}: record of {n} bytes runs past end of file")
+                etype = word & TYPE_MASK
+                if etype > 2:
+                    etype = signed_type(etype)
+                if limited:
+                    cost = entry_size(term, index, etype, n)
+                    if out and cost > budget:
+                        return -1
+                    budget -= cost
+                if n:
+                    data = mm[off + 4 : off + 4 + n]
+                    if key is not None:
+                        data = aes_ctr(key, self.base_iv + U64.pack(off), data)
+                    out.append(Entry(term=term, index=index, type=etype, data=data))
+                else:
+                    out.append(Entry(term=term, index=index, type=etype))
+        except struct.error as exc:
+            raise CorruptionError(f"{self.path}: a data offset points past the end of the file ({exc})") from exc
         return budget
 
     def verify_record(self, s: int) -> str | None:
@@ -345,13 +350,7 @@ class LogFile:
         self.data_end = off
 
     def _pwritev(self, chunk: list[bytes], offset: int) -> None:
-        total = sum(len(b) for b in chunk)
-        try:
-            written = os.pwritev(self.fd, chunk, offset)
-        except OSError as exc:
-            raise StorageIOError(exc.errno, f"pwritev {self.path}: {exc.strerror}") from exc
-        if written < total:  # finish a short write the slow way
-            self.fs.pwrite(self.fd, b"".join(chunk)[written:], offset + written)
+        self.fs.pwritev(self.fd, chunk, offset)
 
     def _grow(self, needed_end: int) -> None:
         self.resize(grown_size(self.size, needed_end))

@@ -15,15 +15,13 @@ import os
 from collections.abc import Callable, Sequence
 
 from aiowal.errors import CorruptionError, EncryptionKeyError
-from aiowal.format import LOG_FILE_SIZE, SLOT_SIZE, log_file_name, parse_log_file_name
+from aiowal.format import LOG_FILE_SIZE, SLOT_SIZE, UNLIMITED, log_file_name, parse_log_file_name
 from aiowal.fs import FS
 from aiowal.keyregistry import KeyRegistry
 from aiowal.logfile import LogFile
 from aiowal.raftpb import Entry
 
 log = logging.getLogger(__name__)
-
-UNLIMITED = 1 << 62
 
 
 class Wal:
