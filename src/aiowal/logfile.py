@@ -7,6 +7,7 @@ of any size costs the same memory.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import mmap
 import os
@@ -127,34 +128,34 @@ class LogFile:
     def load(self, validate_records: bool) -> int:
         """Read the slot table and check its structure; returns how many leading slots are valid.
 
-        Slots must hold strictly increasing indexes, non-decreasing terms and increasing data offsets inside the
-        file, followed only by empty slots. With ``validate_records`` (the current file, where a crash can leave
-        a torn tail) every record's length and CRC are checked too. ``clean`` tells whether the whole table was
-        valid; the caller decides whether anything else is a torn tail to cut or corruption.
+        Used slots must hold strictly increasing indexes, non-decreasing terms and data offsets inside the file,
+        followed only by empty slots. A rotated file (synced when it was rotated) gets the checks that cost no
+        scan in Python: indexes, terms, the first and last record. The current file, where a crash can leave a
+        torn tail, is checked record by record, CRC included (``validate_records``). ``clean`` tells whether the
+        whole table was valid; the caller decides whether a bad slot is a torn tail to cut or corruption.
         """
         self.clean = True
         if self.mm is None:
             return 0
+        raw = self.mm[:SLOT_AREA]
         table = array("Q")
-        table.frombytes(self.mm[:SLOT_AREA])
+        table.frombytes(raw)
         table.byteswap()
         indexes = table[1::4]
-        try:
-            n = indexes.index(0)
-        except ValueError:
-            n = MAX_ENTRIES
+        n = bisect.bisect_left(range(MAX_ENTRIES), True, key=lambda k: indexes[k] == 0)  # Dgraph's firstEmptySlot
         good = n
         if n:
-            good = min(good, _first_not_increasing(indexes, n, strict=True))
-            good = min(good, _first_not_increasing(table[0::4], n, strict=False))
-            good = min(good, _first_not_increasing(table[2::4], n, strict=True))
+            if indexes[:n] != array("Q", range(indexes[0], indexes[0] + n)):
+                good = _first_not_increasing(indexes, n, strict=True)  # not contiguous: a gap, or damage
+            good = min(good, _first_not_increasing(table[0::4], good, strict=False))
             if table[2] < DATA_START:
                 good = 0
-        if validate_records:
-            good = self._validate_records(table, good)
-        elif good and not self._record_fits(table, good - 1):
-            good -= 1
-        self.clean = good == n and not any(table[n * 4 :])
+            if validate_records:
+                good = min(good, _first_not_increasing(table[2::4], good, strict=True))
+                good = self._validate_records(table, good)
+            elif good and not self._record_fits(table, good - 1):
+                good -= 1
+        self.clean = good == n and raw[n * SLOT_SIZE :] == bytes(SLOT_AREA - n * SLOT_SIZE)
         self._set_prefix(table, good)
         return good
 
@@ -404,9 +405,8 @@ class LogFile:
 
 def _first_not_increasing(values: array[int], n: int, strict: bool) -> int:
     """The first position k < n where values[k] does not follow values[k-1] in order (n if none)."""
-    prefix = values[:n]
-    ordered = sorted(set(prefix)) if strict else sorted(prefix)
-    if list(prefix) == ordered:
+    prefix = values[:n].tolist()
+    if prefix == sorted(prefix) and (not strict or len(set(prefix)) == n):
         return n
     for k in range(1, n):
         if prefix[k] < prefix[k - 1] or (strict and prefix[k] == prefix[k - 1]):
