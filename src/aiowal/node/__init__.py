@@ -1,0 +1,6 @@
+"""An asyncio Raft node on aiowal: the sans-IO core of ``aiowal.raft`` driven over ``AsyncDiskStorage`` and TCP."""
+
+from aiowal.node.node import NodeConfig, NotLeaderError, RaftNode, StateMachine
+from aiowal.node.transport import Transport
+
+__all__ = ["NodeConfig", "NotLeaderError", "RaftNode", "StateMachine", "Transport"]

@@ -1,0 +1,237 @@
+"""An asyncio Raft node: ``RawNode`` + ``AsyncDiskStorage`` + ``Transport`` + the user's state machine.
+
+The loop: take a ``Ready``; a leader sends its messages at once (it may send before its own save completes), then
+``await storage.save(...)`` with ``hard_sync`` and a follower sends only after; apply the snapshot and committed
+entries to the state machine; ``advance``. A ticker drives elections and heartbeats. Every ``snapshot_every``
+applied entries the state is serialized, and once ``keep_entries`` more are applied it becomes the stored snapshot
+(``create_snapshot``), so slow followers still find the entries they need in the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import random
+import struct
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from aiowal.aio import AsyncDiskStorage
+from aiowal.node.transport import Transport
+from aiowal.raft import Config, ProposalDroppedError, RawNode, Ready, StateType
+from aiowal.raftpb import ConfState, Entry, EntryType, Message
+
+log = logging.getLogger(__name__)
+
+_TAG = struct.Struct(">QQ")  # proposer node id, proposal sequence number: prefixed to every proposed payload
+
+
+class StateMachine(Protocol):
+    """What a node applies committed entries to."""
+
+    def apply(self, index: int, data: bytes) -> object:
+        """Apply one committed command; the value is handed back to the proposer."""
+        ...
+
+    def snapshot(self) -> bytes:
+        """The whole state, serialized."""
+        ...
+
+    def restore(self, data: bytes) -> None:
+        """Replace the state with a serialized one (from ``snapshot``)."""
+        ...
+
+
+class NotLeaderError(Exception):
+    """This node cannot take the request; ``leader`` is the known leader (0 if none)."""
+
+    def __init__(self, leader: int) -> None:
+        super().__init__(f"not the leader; leader is {leader or 'unknown'}")
+        self.leader = leader
+
+
+@dataclass
+class NodeConfig:
+    """How a node runs: ids and addresses of all voters, timing, compaction."""
+
+    node_id: int
+    peers: dict[int, tuple[str, int]]
+    tick_interval: float = 0.01
+    election_tick: int = 20
+    heartbeat_tick: int = 2
+    snapshot_every: int = 1000
+    keep_entries: int = 200
+    seed: int | None = None
+
+
+class RaftNode:
+    """One member of a Raft group, persisting through ``AsyncDiskStorage``."""
+
+    def __init__(self, config: NodeConfig, storage: AsyncDiskStorage, sm: StateMachine) -> None:
+        if not storage.hard_sync:
+            raise ValueError("a Raft node needs hard_sync=True storage: it must not ack what it may lose")
+        self.config = config
+        self.storage = storage
+        self.sm = sm
+        _, cs = storage.initial_state()
+        voters = sorted(config.peers)
+        snap = storage.snapshot()
+        self.applied = snap.metadata.index
+        self._snap_index = snap.metadata.index
+        if snap.metadata.index:
+            sm.restore(snap.data)
+        self.rn = RawNode(
+            Config(
+                id=config.node_id,
+                storage=storage,
+                rng=random.Random(config.seed),
+                voters=() if list(cs.voters) else voters,
+                election_tick=config.election_tick,
+                heartbeat_tick=config.heartbeat_tick,
+                applied=self.applied,
+                check_quorum=True,
+                pre_vote=True,
+            )
+        )
+        self.conf_state = ConfState(voters=list(cs.voters) or voters)
+        self.transport = Transport(config.node_id, config.peers, self._on_message, on_unreachable=self._on_unreachable)
+        self._seq = itertools.count(1)
+        self._waiters: dict[int, asyncio.Future[object]] = {}
+        self._wake = asyncio.Event()
+        self._pending_snapshot: tuple[int, bytes] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopped = False
+        self.on_leader_change: Callable[[int, int], Awaitable[None] | None] | None = None
+        self._last_lead = 0
+
+    # --- lifecycle --------------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        host, port = self.config.peers[self.config.node_id]
+        await self.transport.start(host, port)
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._ticker()), loop.create_task(self._run())]
+
+    async def stop(self) -> None:
+        self._stopped = True
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.transport.stop()
+        for fut in self._waiters.values():
+            if not fut.done():
+                fut.set_exception(NotLeaderError(0))
+        await self.storage.close()
+
+    # --- requests ---------------------------------------------------------------------------------------------
+    @property
+    def leader(self) -> int:
+        return self.rn.soft_state().lead
+
+    @property
+    def is_leader(self) -> bool:
+        return self.rn.soft_state().raft_state == StateType.LEADER
+
+    async def propose(self, data: bytes, timeout: float = 5.0) -> object:
+        """Replicate ``data``; returns what the state machine's ``apply`` returned, once applied here."""
+        if not self.is_leader:
+            raise NotLeaderError(self.leader)
+        seq = next(self._seq)
+        fut: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        self._waiters[seq] = fut
+        try:
+            self.rn.propose(_TAG.pack(self.config.node_id, seq) + data)
+        except ProposalDroppedError as exc:
+            del self._waiters[seq]
+            raise NotLeaderError(self.leader) from exc
+        self._wake.set()
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        finally:
+            self._waiters.pop(seq, None)
+
+    async def read_barrier(self, timeout: float = 5.0) -> None:
+        """Linearizable read point: once this returns, the state machine reflects every write acknowledged
+        before the call (a no-op entry goes through the log and is applied here)."""
+        await self.propose(b"", timeout)
+
+    # --- the loop ---------------------------------------------------------------------------------------------
+    def _on_message(self, m: Message) -> None:
+        if self._stopped:
+            return
+        with contextlib.suppress(ValueError):
+            self.rn.step(m)
+        self._wake.set()
+
+    def _on_unreachable(self, peer: int) -> None:
+        self.rn.report_unreachable(peer)
+
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.tick_interval)
+            self.rn.tick()
+            self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self.rn.has_ready():
+                await self._handle(self.rn.ready())
+
+    async def _handle(self, rd: Ready) -> None:
+        leader = self.is_leader
+        if leader:
+            self._send(rd.messages)
+        if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
+            await self.storage.save(rd.hard_state, rd.entries, rd.snapshot)
+        if not leader:
+            self._send(rd.messages)
+        if rd.snapshot is not None and rd.snapshot.metadata.index > self.applied:
+            self.sm.restore(rd.snapshot.data)
+            self.applied = rd.snapshot.metadata.index
+            self._snap_index = self.applied
+            self.conf_state.CopyFrom(rd.snapshot.metadata.conf_state)
+        for e in rd.committed_entries:
+            self._apply(e)
+        self.rn.advance(rd)
+        lead = self.leader
+        if lead != self._last_lead:
+            self._last_lead = lead
+            if self.on_leader_change is not None:
+                res = self.on_leader_change(self.rn.raft.term, lead)
+                if res is not None:
+                    await res
+        await self._compact()
+
+    def _send(self, msgs: list[Message]) -> None:
+        for m in msgs:
+            self.transport.send(m)
+
+    def _apply(self, e: Entry) -> None:
+        if e.index <= self.applied:
+            return
+        self.applied = e.index
+        if e.type != EntryType.EntryNormal or len(e.data) < _TAG.size:
+            return  # the leader's empty entry of a new term, or a configuration change
+        node, seq = _TAG.unpack_from(e.data)
+        data = e.data[_TAG.size :]
+        result = self.sm.apply(e.index, data) if data else None
+        if node == self.config.node_id:
+            fut = self._waiters.get(seq)
+            if fut is not None and not fut.done():
+                fut.set_result(result)
+
+    async def _compact(self) -> None:
+        cfg = self.config
+        if self._pending_snapshot is None:
+            if self.applied - self._snap_index >= cfg.snapshot_every + cfg.keep_entries:
+                self._pending_snapshot = (self.applied, self.sm.snapshot())
+        elif self.applied >= self._pending_snapshot[0] + cfg.keep_entries:
+            index, data = self._pending_snapshot
+            self._pending_snapshot = None
+            if self._snap_index < index <= self.storage.last_index():
+                await self.storage.create_snapshot(index, self.conf_state, data)
+                self._snap_index = index

@@ -1,0 +1,146 @@
+"""Raft messages between peers over asyncio TCP: length-prefixed ``raftpb.Message`` frames.
+
+Each peer has a bounded outgoing queue drained by its own sender task, which connects lazily and reconnects with
+backoff. ``send`` never blocks: when a peer is slow or dead its queue fills and further messages to it are dropped
+(Raft retransmits), so one bad peer never stalls the node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import struct
+from collections.abc import Callable
+
+from aiowal.raftpb import Message
+
+log = logging.getLogger(__name__)
+
+_FRAME = struct.Struct(">I")
+MAX_FRAME = 256 << 20
+
+
+class _Peer:
+    def __init__(self, transport: Transport, peer_id: int, addr: tuple[str, int], queue_size: int) -> None:
+        self.transport = transport
+        self.id = peer_id
+        self.addr = addr
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=queue_size)
+        self.task: asyncio.Task[None] | None = None
+        self.dropped = 0
+
+    async def run(self) -> None:
+        backoff = self.transport.min_backoff
+        while True:
+            frame = await self.queue.get()
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection(*self.addr), self.transport.connect_timeout)
+            except (OSError, TimeoutError):
+                self.transport.unreachable(self.id)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.transport.max_backoff)
+                continue
+            backoff = self.transport.min_backoff
+            try:
+                while True:
+                    writer.write(frame)
+                    if self.queue.empty():
+                        await writer.drain()
+                    frame = await self.queue.get()
+            except (OSError, ConnectionError):
+                self.transport.unreachable(self.id)
+            finally:
+                writer.close()
+                with contextlib.suppress(Exception):
+                    await writer.wait_closed()
+
+
+class Transport:
+    """Sends to and receives from the peers of one node."""
+
+    def __init__(
+        self,
+        node_id: int,
+        peers: dict[int, tuple[str, int]],
+        on_message: Callable[[Message], None],
+        *,
+        on_unreachable: Callable[[int], None] | None = None,
+        queue_size: int = 4096,
+        min_backoff: float = 0.02,
+        max_backoff: float = 1.0,
+        connect_timeout: float = 1.0,
+    ) -> None:
+        self.node_id = node_id
+        self.on_message = on_message
+        self.on_unreachable = on_unreachable
+        self.min_backoff = min_backoff
+        self.max_backoff = max_backoff
+        self.connect_timeout = connect_timeout
+        self._peers = {pid: _Peer(self, pid, addr, queue_size) for pid, addr in peers.items() if pid != node_id}
+        self._server: asyncio.Server | None = None
+        self._conns: set[asyncio.Task[None]] = set()
+
+    async def start(self, host: str, port: int) -> None:
+        """Listen for peers and start one sender task per peer."""
+        self._server = await asyncio.start_server(self._serve, host, port)
+        for peer in self._peers.values():
+            peer.task = asyncio.get_running_loop().create_task(peer.run(), name=f"raft-send-{peer.id}")
+
+    def add_peer(self, peer_id: int, addr: tuple[str, int], queue_size: int = 4096) -> None:
+        if peer_id == self.node_id or peer_id in self._peers:
+            return
+        peer = _Peer(self, peer_id, addr, queue_size)
+        self._peers[peer_id] = peer
+        if self._server is not None:
+            peer.task = asyncio.get_running_loop().create_task(peer.run(), name=f"raft-send-{peer_id}")
+
+    def send(self, msg: Message) -> None:
+        """Queue ``msg`` for its destination; dropped if that peer's queue is full or the peer is unknown."""
+        peer = self._peers.get(msg.to)
+        if peer is None:
+            return
+        body = msg.SerializeToString()
+        try:
+            peer.queue.put_nowait(_FRAME.pack(len(body)) + body)
+        except asyncio.QueueFull:
+            peer.dropped += 1
+
+    def unreachable(self, peer_id: int) -> None:
+        if self.on_unreachable is not None:
+            self.on_unreachable(peer_id)
+
+    def dropped(self) -> dict[int, int]:
+        return {pid: p.dropped for pid, p in self._peers.items()}
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._conns.add(task)
+        try:
+            while True:
+                head = await reader.readexactly(_FRAME.size)
+                (n,) = _FRAME.unpack(head)
+                if n > MAX_FRAME:
+                    log.warning("node %d: dropping a connection that sent a %d-byte frame", self.node_id, n)
+                    return
+                msg = Message.FromString(await reader.readexactly(n))
+                self.on_message(msg)
+        except (asyncio.IncompleteReadError, ConnectionError, OSError):
+            pass
+        except Exception:
+            log.exception("node %d: bad frame from a peer", self.node_id)
+        finally:
+            self._conns.discard(task)
+            writer.close()
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        tasks = [p.task for p in self._peers.values() if p.task is not None] + list(self._conns)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 1.0)
