@@ -22,7 +22,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 pytest: $(STAMP)
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider -m "not soak"
 
 soak: $(STAMP)
 	AIOWAL_SOAK=1 $(BIN)/pytest -q -p no:cacheprovider -m soak

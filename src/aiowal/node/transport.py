@@ -79,7 +79,7 @@ class Transport:
         self.connect_timeout = connect_timeout
         self._peers = {pid: _Peer(self, pid, addr, queue_size) for pid, addr in peers.items() if pid != node_id}
         self._server: asyncio.Server | None = None
-        self._conns: set[asyncio.Task[None]] = set()
+        self._conns: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
 
     async def start(self, host: str, port: int) -> None:
         """Listen for peers and start one sender task per peer."""
@@ -116,7 +116,7 @@ class Transport:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._conns.add(task)
+        self._conns[task] = writer
         try:
             while True:
                 head = await reader.readexactly(_FRAME.size)
@@ -131,16 +131,23 @@ class Transport:
         except Exception:
             log.exception("node %d: bad frame from a peer", self.node_id)
         finally:
-            self._conns.discard(task)
+            self._conns.pop(task, None)
             writer.close()
 
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
-        tasks = [p.task for p in self._peers.values() if p.task is not None] + list(self._conns)
-        for t in tasks:
+        senders = [p.task for p in self._peers.values() if p.task is not None]
+        for t in senders:
             t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # Incoming connections end on EOF once their sockets are closed (cancelling them makes asyncio's
+        # server callback log the cancellation).
+        conns = list(self._conns)
+        for writer in self._conns.values():
+            writer.close()
+        await asyncio.gather(*senders, return_exceptions=True)
+        if conns:
+            await asyncio.wait(conns, timeout=1.0)
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)

@@ -1,0 +1,110 @@
+"""Run kvnode processes on loopback and talk to them over HTTP (used by demo.py and the cluster tests)."""
+
+from __future__ import annotations
+
+import http.client as http_client
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def http(method: str, url: str, body: bytes | None = None, timeout: float = 5.0) -> tuple[int, dict]:
+    """(status, JSON body) of one request; status 0 when the node could not be reached or answered garbage
+    (a node being killed can cut a reply short)."""
+    req = urllib.request.Request(url, data=body, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        try:
+            return exc.code, json.loads(exc.read() or b"{}")
+        except ValueError:
+            return exc.code, {}
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError, ValueError, http_client.HTTPException):
+        return 0, {}
+
+
+class Cluster:
+    def __init__(self, root: Path, n: int = 3, snapshot_every: int = 60, keep_entries: int = 20) -> None:
+        self.snapshot_every = snapshot_every
+        self.keep_entries = keep_entries
+        ports = free_ports(2 * n)
+        self.ids = list(range(1, n + 1))
+        self.raft = {i: ("127.0.0.1", ports[i - 1]) for i in self.ids}
+        self.http = {i: ("127.0.0.1", ports[n + i - 1]) for i in self.ids}
+        self.root = root
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+
+    def url(self, i: int, path: str) -> str:
+        host, port = self.http[i]
+        return f"http://{host}:{port}{path}"
+
+    def start(self, i: int) -> None:
+        def fmt(d: dict[int, tuple[str, int]]) -> str:
+            return ",".join(f"{k}={h}:{p}" for k, (h, p) in d.items())
+
+        cmd = [sys.executable, str(HERE / "kvnode.py"), "--id", str(i), "--dir", str(self.root / f"node{i}")]
+        cmd += ["--peers", fmt(self.raft), "--http", fmt(self.http), "--snapshot-every", str(self.snapshot_every)]
+        cmd += ["--keep-entries", str(self.keep_entries)]
+        self.procs[i] = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if http("GET", self.url(i, "/status"), timeout=1)[0] == 200:
+                return
+            time.sleep(0.05)
+        raise SystemExit(f"node {i} did not start")
+
+    def kill(self, i: int) -> None:
+        self.procs[i].send_signal(signal.SIGKILL)
+        self.procs[i].wait()
+        del self.procs[i]
+
+    def stop_all(self) -> None:
+        for p in self.procs.values():
+            p.terminate()
+        for p in self.procs.values():
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+    def status(self, i: int) -> dict:
+        return http("GET", self.url(i, "/status"), timeout=2)[1]
+
+    def leader(self, timeout: float = 20.0) -> tuple[int, int]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for i in self.procs:
+                st = self.status(i)
+                if st.get("is_leader"):
+                    return i, st["term"]
+            time.sleep(0.05)
+        raise SystemExit("no leader elected")
+
+    def put(self, key: str, value: str) -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            lead, _ = self.leader()
+            code, _ = http("PUT", self.url(lead, f"/kv/{key}"), value.encode())
+            if code == 200:
+                return
+            time.sleep(0.05)
+        raise SystemExit(f"write {key} was never acknowledged")
