@@ -84,6 +84,7 @@ def _kill_under_load(root: Path, kills: int, seed: int) -> tuple[int, int]:
 
 def test_sigkill_random_nodes_under_load(tmp_path: Path) -> None:
     kills, writes = _kill_under_load(tmp_path, kills=6, seed=1)
+    assert kills == 6
     assert writes > 0
 
 
