@@ -64,7 +64,16 @@ def normalize_dump(x: dict[str, Any]) -> dict[str, Any]:
         "hard_state": {k: x["hard_state"][k] for k in ("term", "vote", "commit")},
         "snapshot": {
             k: snap[k]
-            for k in ("index", "term", "voters", "learners", "voters_outgoing", "learners_next", "auto_leave", "data_b64")
+            for k in (
+                "index",
+                "term",
+                "voters",
+                "learners",
+                "voters_outgoing",
+                "learners_next",
+                "auto_leave",
+                "data_b64",
+            )
         },
         "uints": [x["raft_id"], x["group_id"], x["checkpoint"], x["meta_snapshot_index"], x["meta_snapshot_term"]],
         "num_entries": x["num_entries"],

@@ -8,10 +8,10 @@ import os
 from pathlib import Path
 
 import pytest
+from fixtures import CASES, apply_op, dump, expected_dump, extract, key_of, ops
 
 from aiowal import DiskStorage, EncryptionKeyError
 from aiowal.format import META_EXT_MAGIC, SLOT, SLOT_AREA, TYPE_MASK
-from fixtures import CASES, apply_op, dump, expected_dump, extract, key_of, ops
 
 
 def _tree_digest(path: Path) -> dict[str, tuple[int, str]]:

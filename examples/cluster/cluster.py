@@ -89,10 +89,10 @@ class Cluster:
     def status(self, i: int) -> dict:
         return http("GET", self.url(i, "/status"), timeout=2)[1]
 
-    def leader(self, timeout: float = 20.0) -> tuple[int, int]:
+    def leader(self, timeout: float = 30.0) -> tuple[int, int]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for i in self.procs:
+            for i in list(self.procs):
                 st = self.status(i)
                 if st.get("is_leader"):
                     return i, st["term"]

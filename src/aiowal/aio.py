@@ -179,24 +179,49 @@ class AsyncDiskStorage:
             _set(req.future, exc)
 
     async def _process(self, batch: list[_Request]) -> bool:
-        """Apply a batch in order; returns True once a close request was handled."""
-        group: list[tuple[_Request, SavePlan]] = []
+        """Apply a batch in order; returns True once a close request was handled.
+
+        Saves that only append right after what precedes them are checked one by one (an error goes to its caller
+        alone) and their entries written together: one pwritev and one slot write for the lot."""
+        st = self._st
+        group: list[tuple[_Request, SavePlan]] = []  # applied saves waiting for the batch's sync
+        appends: list[tuple[_Request, SavePlan]] = []  # checked plain appends not yet written
+        merged: list[Entry] = []
+        last = -1  # the log's last index once ``merged`` is written (-1: nothing pending)
         for req in batch:
             if req.kind == "save":
                 try:
-                    with self._st._mutex:
-                        plan = self._st.prepare_save(*req.args)
-                    await self._drive(self._st.log_steps(plan))
+                    with st._mutex:
+                        hs, ents, snap = req.args
+                        plan = st.prepare_save(hs, ents, snap, last_index=last if last >= 0 else None)
+                except Exception as exc:
+                    _set(req.future, exc)
+                    continue
+                if plan.snapshot is None:
+                    if last < 0:
+                        last = st.last_index()
+                    if not plan.entries or plan.entries[0].index == last + 1:
+                        appends.append((req, plan))
+                        if plan.entries:
+                            merged.extend(plan.entries)
+                            last = plan.entries[-1].index
+                        continue
+                await self._write_appends(appends, merged, group)
+                appends, merged, last = [], [], -1
+                try:
+                    await self._drive(st.log_steps(plan))
                 except Exception as exc:
                     _set(req.future, exc)
                     continue
                 group.append((req, plan))
                 continue
+            await self._write_appends(appends, merged, group)
+            appends, merged, last = [], [], -1
             await self._commit(group)
             group = []
             if req.kind == "close":
                 await self._close_storage(req)
-                self._fail_queued(StorageClosedError(f"{self._st.path}: storage is closed"))
+                self._fail_queued(StorageClosedError(f"{st.path}: storage is closed"))
                 return True
             try:
                 await self._drive(self._steps_for(req))
@@ -204,8 +229,23 @@ class AsyncDiskStorage:
                 _set(req.future, exc)
             else:
                 _set(req.future, None)
+        await self._write_appends(appends, merged, group)
         await self._commit(group)
         return False
+
+    async def _write_appends(
+        self, appends: list[tuple[_Request, SavePlan]], merged: list[Entry], group: list[tuple[_Request, SavePlan]]
+    ) -> None:
+        if not appends:
+            return
+        try:
+            if merged:
+                await self._drive(self._st.log_steps(SavePlan(merged, None, None)))
+        except Exception as exc:
+            for req, _ in appends:
+                _set(req.future, exc)
+            return
+        group.extend(appends)
 
     def _steps_for(self, req: _Request) -> Steps:
         st = self._st

@@ -10,7 +10,7 @@ import errno as errno_mod
 import fcntl
 import mmap
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TypeVar
 
@@ -19,13 +19,17 @@ from aiowal.errors import StorageIOError, StorageLockedError
 T = TypeVar("T")
 
 
+def _io_error(what: str, exc: OSError, path: str | None = None) -> StorageIOError:
+    where = f" {path}" if path else ""
+    return StorageIOError(exc.errno, f"{what}{where}: {exc.strerror or exc}")
+
+
 @contextmanager
 def _io(what: str, path: str | None = None) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        where = f" {path}" if path else ""
-        raise StorageIOError(exc.errno, f"{what}{where}: {exc.strerror or exc}") from exc
+        raise _io_error(what, exc, path) from exc
 
 
 class FS:
@@ -50,22 +54,36 @@ class FS:
 
     def pwrite(self, fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
         """Write all of ``data`` at ``offset``; a write that cannot complete raises (ENOSPC for a full disk)."""
-        view = memoryview(data)
-        with _io("pwrite"):
-            while view:
-                n = os.pwrite(fd, view, offset)
+        try:
+            n = os.pwrite(fd, data, offset)
+            while n < len(data):  # rare: finish a short write, or learn why it stopped
                 if n <= 0:
                     raise OSError(errno_mod.ENOSPC, "short write")
-                view = view[n:]
+                data = memoryview(data)[n:]
                 offset += n
+                n = os.pwrite(fd, data, offset)
+        except OSError as exc:
+            raise _io_error("pwrite", exc) from exc
+
+    def pwritev(self, fd: int, buffers: Sequence[bytes | bytearray | memoryview], offset: int) -> None:
+        """Write ``buffers`` back to back at ``offset`` in one ``pwritev``; a short write is finished by ``pwrite``."""
+        try:
+            written = os.pwritev(fd, buffers, offset)
+        except OSError as exc:
+            raise _io_error("pwritev", exc) from exc
+        total = sum(map(len, buffers))
+        if written < total:
+            self.pwrite(fd, b"".join(buffers)[written:], offset + written)
 
     def ftruncate(self, fd: int, size: int) -> None:
         with _io("ftruncate"):
             os.ftruncate(fd, size)
 
     def fdatasync(self, fd: int) -> None:
-        with _io("fdatasync"):
+        try:
             os.fdatasync(fd)
+        except OSError as exc:
+            raise _io_error("fdatasync", exc) from exc
 
     def fsync(self, fd: int) -> None:
         with _io("fsync"):
@@ -80,8 +98,17 @@ class FS:
         return os.path.exists(path)
 
     def makedirs(self, path: str) -> None:
+        """Create ``path`` and its missing parents; each new directory's entry is made durable (its parent is
+        fsynced), so a WAL created and written with ``hard_sync`` cannot vanish with a power cut."""
+        missing = []
+        p = os.path.abspath(path)
+        while not os.path.isdir(p) and os.path.dirname(p) != p:
+            missing.append(p)
+            p = os.path.dirname(p)
         with _io("mkdir", path):
             os.makedirs(path, exist_ok=True)
+        for d in reversed(missing):
+            self.fsync_dir(os.path.dirname(d))
 
     def unlink(self, path: str) -> None:
         with _io("unlink", path):

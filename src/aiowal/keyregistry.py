@@ -94,7 +94,8 @@ class KeyRegistry:
             length, crc = _RECORD_HEAD.unpack_from(raw, pos) if end <= len(raw) else (0, 0)
             body = raw[end : end + length]
             last = end + length >= len(raw)
-            if end > len(raw) or len(body) != length or (last and crc32c(body) != crc):
+            zeros = not raw[pos:].strip(b"\0")  # the file grew but the record never reached the disk
+            if end > len(raw) or len(body) != length or (last and crc32c(body) != crc) or zeros:
                 # A record torn by a crash while it was appended: its key was never used (keys are synced
                 # before any log file names them), so the registry ends before it.
                 log.warning("%s: offset %d: ignoring a torn key record at the end", self._path, pos)

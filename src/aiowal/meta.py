@@ -205,8 +205,9 @@ class Meta:
         try:
             self.fs.ftruncate(fd, size)
             self.fs.pwrite(fd, memoryview(raw)[:used], 0)
-            if durable:
-                self.fs.fdatasync(fd)
+            # Synced even without durability: a rename can reach the disk before the data it names, and a power
+            # cut would then leave an empty wal.meta beside the log files (an unopenable directory).
+            self.fs.fdatasync(fd)
             self.fs.rename(tmp, self.path)
         except BaseException:
             self.fs.close(fd)

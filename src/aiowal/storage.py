@@ -110,6 +110,7 @@ class DiskStorage:
                 writable=not read_only,
                 registry=registry if master else None,
                 floor_fid=meta.floor_fid,
+                snapshot_index=meta.snapshot_index,
             )
             st = cls(path, meta, wal, lock_fd, fs, hard_sync)
             st._recover()
@@ -338,9 +339,14 @@ class DiskStorage:
             self._run(self.save_steps(plan))
 
     def prepare_save(
-        self, hard_state: HardState | None, entries: Iterable[Entry], snapshot: Snapshot | None
+        self,
+        hard_state: HardState | None,
+        entries: Iterable[Entry],
+        snapshot: Snapshot | None,
+        last_index: int | None = None,
     ) -> SavePlan:
-        """Check a save's arguments against the current state; nothing is written."""
+        """Check a save's arguments against the current state; nothing is written. ``last_index`` stands for the
+        log's last index when appends checked earlier are still to be written (the async writer's batches)."""
         self._check_writable()
         if hard_state is not None and not isinstance(hard_state, HardState):
             raise TypeError(f"hard_state must be a raftpb.HardState, not {type(hard_state).__name__}")
@@ -354,7 +360,8 @@ class DiskStorage:
         if snap is not None:
             floor, last = snap.metadata.index, snap.metadata.index
         else:
-            floor, last = self._meta.snapshot_index, self._last_index()
+            floor = self._meta.snapshot_index
+            last = self._last_index() if last_index is None else last_index
         if ents and ents[0].index <= floor:
             ents = ents[floor - ents[0].index + 1 :]
         if ents and ents[0].index > last + 1:
@@ -387,7 +394,12 @@ class DiskStorage:
         if plan.entries:
             if plan.entries[0].index <= self._wal.last_index() and durable:
                 # An overwrite: the cut must be on disk before new data lands, so that a crash never shows old
-                # entries after new ones.
+                # entries after new ones. Later files go first (their deletion synced), so that the cut of the file
+                # holding the index can never reach the disk while they are still there: that would be a gap.
+                self._wal.drop_files_after(plan.entries[0].index)
+                step = self.log_sync_step()
+                if step is not None:
+                    yield step
                 self._wal.truncate_from(plan.entries[0].index, durable=False)
                 yield self.log_sync_step() or _noop
             self._wal.append(plan.entries, durable=False)

@@ -49,18 +49,23 @@ class Wal:
         writable: bool,
         registry: Callable[[], KeyRegistry] | None,
         floor_fid: int,
+        snapshot_index: int = 0,
     ) -> Wal:
         wal = cls(fs, directory, writable, registry)
         try:
-            wal._discover(floor_fid)
+            wal._discover(floor_fid, snapshot_index)
         except BaseException:
             wal.close()
             raise
         return wal
 
-    def _discover(self, floor_fid: int) -> None:
+    def _discover(self, floor_fid: int, snapshot_index: int) -> None:
         found: list[LogFile] = []
+        self.files = found  # so that close() releases what was opened if anything below fails
         dead: list[str] = []
+        # New files must get ids at or above the floor even when every file was deleted: a file numbered below it
+        # would be taken for one discarded by the snapshot at the next open, and deleted with what it holds.
+        self.max_fid = max(self.max_fid, floor_fid - 1)
         for name in sorted(self.fs.listdir(self.dir)):
             fid = parse_log_file_name(name)
             path = os.path.join(self.dir, name)
@@ -77,32 +82,57 @@ class Wal:
             lf = LogFile.open(self.fs, path, fid, self.writable)
             found.append(lf)
             self._attach_key(lf)
-        nonempty = [lf for lf in found if lf.mm is not None and lf._index_at(0)]
+        firsts = {lf: lf.peek_first_index() for lf in found}
+        nonempty = [lf for lf in found if firsts[lf]]
         empty = [lf for lf in found if lf not in nonempty]
-        nonempty.sort(key=lambda lf: lf._index_at(0))
+        nonempty.sort(key=lambda lf: firsts[lf])
         current: LogFile | None = None
         newest_empty = max(empty, key=lambda lf: lf.fid) if empty else None
-        if newest_empty is not None and newest_empty.mm is not None and newest_empty.fid == max(f.fid for f in found):
+        if (
+            newest_empty is not None
+            and newest_empty.mm is not None
+            and newest_empty.fid == max(f.fid for f in found)
+            and (self._registry is None or newest_empty.data_key is not None)
+        ):
             # The newest file is empty: a rotation or snapshot made it and nothing was written yet. (A file of
-            # size 0, cut short by a crash while it was being created, has no header: it is removed instead.)
+            # size 0, cut short by a crash while it was being created, has no header: it is removed instead; so is
+            # an empty file without a key header when a key is given, so that no entry is written unencrypted.)
             current = newest_empty
         for lf in empty:
             if lf is not current:
                 dead.append(lf.path)
                 lf.close()
         files = [*nonempty, current] if current is not None else nonempty
+        torn: tuple[LogFile, int] | None = None
         for pos, lf in enumerate(files):
             is_current = pos == len(files) - 1
             good = lf.load(validate_records=is_current)
             if not lf.clean:
                 if not is_current:
                     raise CorruptionError(f"{lf.path}: offset {good * SLOT_SIZE}: invalid slot {good}")
-                self._repair_tail(lf, good)
-        for prev, nxt in itertools.pairwise(files):
-            if nxt.count and (nxt.first <= prev.last or nxt.term_at(0) < prev.last_term):
+                torn = (lf, good)
+        # Check the files against each other before anything is repaired or deleted: a damaged older file must
+        # not be mistaken for a torn current file (or an empty one) and lose acknowledged entries.
+        live = [lf for lf in files if lf.count]
+        suspects = [lf.path for lf in empty if lf is not current] + ([torn[0].path] if torn else [])
+        hint = f" (damaged or empty: {', '.join(suspects)})" if suspects else ""
+        if live and live[0].first > snapshot_index + 1:
+            raise CorruptionError(
+                f"{live[0].path}: offset 0: the log starts at {live[0].first}, but the snapshot is at "
+                f"{snapshot_index}{hint}"
+            )
+        for prev, nxt in itertools.pairwise(live):
+            if nxt.first <= prev.last or nxt.term_at(0) < prev.last_term:
                 raise CorruptionError(
                     f"{nxt.path}: offset 0: first entry {nxt.first} does not follow {prev.path}'s last {prev.last}"
                 )
+            if nxt.first > max(prev.last, snapshot_index) + 1:
+                raise CorruptionError(
+                    f"{nxt.path}: offset 0: first entry {nxt.first} leaves a gap after {prev.path}'s last "
+                    f"{prev.last}{hint}"
+                )
+        if torn is not None:
+            self._repair_tail(*torn)
         self.files = files
         if self.files and self.current.data_key is not None:
             # Data past the last slot may have reached the disk before a crash: new data never goes where it
@@ -212,15 +242,14 @@ class Wal:
             cur = self.files[-1] if self.files else None
             if cur is None or cur.sealed:
                 cur = self.rotate()
-            room = cur.room_for(entries, i)
-            if room == 0:
+            before = cur.data_end
+            stop = cur.append(entries, i)
+            if stop == i:
                 self.rotate()
                 continue
-            before = cur.data_end
-            cur.append(entries, i, i + room)
             self.bytes_written += cur.data_end - before
             self.dirty.add(cur)
-            i += room
+            i = stop
 
     def rotate(self) -> LogFile:
         """Close the current file at its data end (synced, as Dgraph does) and start a new current file."""
@@ -244,6 +273,13 @@ class Wal:
             lf = LogFile.create(self.fs, path, self.max_fid, dk.key_id, dk.key)
         else:
             lf = LogFile.create(self.fs, path, self.max_fid)
+        # Its size and encryption header reach the disk before any record does: otherwise a crash could leave
+        # records in a file too short to be a log file, or encrypted records in a file without its key id.
+        try:
+            self.fs.fdatasync(lf.fd)
+        except BaseException:
+            lf.close()
+            raise
         self.files.append(lf)
         self.dirty.add(lf)
         self.dir_dirty = True
@@ -252,10 +288,7 @@ class Wal:
     def truncate_from(self, index: int, durable: bool) -> None:
         """Discard every entry with index >= ``index``: later files are deleted, the file holding ``index`` keeps
         what precedes it. With ``durable`` the cut is on disk before anything new is written."""
-        pos = max(self._file_pos(index), 0)
-        for lf in self.files[pos + 1 :]:
-            self._delete(lf)
-        del self.files[pos + 1 :]
+        pos = self.drop_files_after(index)
         if durable and self.dir_dirty:
             self.fs.fsync_dir(self.dir)
             self.dir_dirty = False
@@ -271,6 +304,15 @@ class Wal:
             lf.resize(LOG_FILE_SIZE)
         if durable:
             self.sync()
+
+    def drop_files_after(self, index: int) -> int:
+        """Delete the files wholly after the one holding ``index``, newest first, so that a crash part-way leaves a
+        prefix of the log and never a gap; returns the position of the file holding ``index``."""
+        pos = max(self._file_pos(index), 0)
+        for lf in reversed(self.files[pos + 1 :]):
+            self._delete(lf)
+        del self.files[pos + 1 :]
+        return pos
 
     def delete_before(self, index: int) -> None:
         """Dgraph's deleteBefore: delete the files wholly below the file that holds ``index``."""

@@ -1,0 +1,226 @@
+"""Issue 3: durable ``AsyncDiskStorage`` figures, on the default asyncio loop and on uvloop.
+
+Three interleaved groups, each run for a fixed time per measurement in a fresh directory:
+
+- single caller, one 100 B entry per ``save``, against the plain pack + write + fdatasync loop (>= 0.7x), which
+  writes into a preallocated file as aiowal does (the appending variant is reported beside it);
+- one caller saving batches of 256 x 1 KiB, against the same loop writing the same bytes (>= 0.8x) and sqlite3
+  (WAL, synchronous=FULL, one transaction per batch; >= 2x);
+- 64 concurrent callers (one 100 B entry per ``save``, indexes in call order) against the single caller (>= 15x)
+  and sqlite3 with one row per transaction (>= 10x, held against the better of one thread and 64 threads), with
+  ``stats()`` and the lag of a 1 ms heartbeat task during the load (p99 <= 2 ms, max <= 10 ms).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Coroutine
+from importlib import metadata
+from typing import Any
+
+from benchmarks.common import (
+    Config,
+    Scratch,
+    compare,
+    interleave,
+    limit,
+    payload,
+    percentiles,
+    ratio,
+    settle,
+    summary,
+)
+from benchmarks.workloads import (
+    BatchPool,
+    Result,
+    aiowal_batches,
+    aiowal_callers,
+    plain_batches,
+    plain_loop,
+    sqlite_batches,
+    sqlite_threads,
+)
+
+
+def run_asyncio(cfg: Config, scratch: Scratch) -> dict[str, Any]:
+    with asyncio.Runner() as runner:
+        return _run_on(runner, cfg, scratch, "asyncio")
+
+
+def run_uvloop(cfg: Config, scratch: Scratch) -> dict[str, Any]:
+    import uvloop
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return _run_on(runner, cfg, scratch, f"uvloop {metadata.version('uvloop')}")
+
+
+def _run_on(runner: asyncio.Runner, cfg: Config, scratch: Scratch, loop_name: str) -> dict[str, Any]:
+    small = payload(cfg.small_entry_bytes, seed=5)
+    pool = BatchPool(cfg.batch_entries, payload(cfg.entry_bytes, seed=6))
+    secs = cfg.durable_seconds
+    last: dict[str, Result] = {}
+
+    def on_loop(name: str, make: Callable[[str], Coroutine[Any, Any, Result]]) -> Callable[[], float]:
+        def measure() -> float:
+            path = scratch.fresh(name)
+            try:
+                res = runner.run(make(path))
+            finally:
+                scratch.remove(path)
+            last[name] = res
+            return res.ops_per_s
+
+        return measure
+
+    def blocking(name: str, fn: Callable[[str], Result]) -> Callable[[], float]:
+        def measure() -> float:
+            path = scratch.fresh(name)
+            try:
+                res = fn(path)
+            finally:
+                scratch.remove(path)
+            last[name] = res
+            return res.ops_per_s
+
+        return measure
+
+    def group(cases: dict[str, Callable[[], float]], unit: str) -> dict[str, dict[str, Any]]:
+        for case in cases.values():
+            case()  # warm-up (and fills the batch pool)
+        settle()
+        samples = interleave(cases, cfg.durable_rounds, between=settle)
+        return {name: summary(s, unit) for name, s in samples.items()}
+
+    loop_type = runner.run(_loop_type())
+    n = cfg.callers
+
+    # 1. single caller, one small entry per save
+    single = group(
+        {
+            "aiowal": on_loop("d-single-aiowal", lambda p: aiowal_callers(p, 1, secs, small)),
+            "plain_fdatasync_loop": blocking("d-single-plain", lambda p: plain_loop(p, secs, small)),
+            "plain_append_fdatasync_loop": blocking(
+                "d-single-append", lambda p: plain_loop(p, secs, small, prealloc=False)
+            ),
+        },
+        "saves/s",
+    )
+    single_stats = last["d-single-aiowal"].extra["stats"]
+
+    # 2. batches of 256 x 1 KiB
+    batch = group(
+        {
+            "aiowal": on_loop("d-batch-aiowal", lambda p: aiowal_batches(p, pool, secs)),
+            "plain_fdatasync_loop": blocking("d-batch-plain", lambda p: plain_batches(p, pool, secs)),
+            "plain_append_fdatasync_loop": blocking(
+                "d-batch-append", lambda p: plain_batches(p, pool, secs, prealloc=False)
+            ),
+            "sqlite_full": blocking("d-batch-sqlite", lambda p: sqlite_batches(p, pool, secs)),
+        },
+        "entries/s",
+    )
+
+    # 3. 64 concurrent callers, with a heartbeat measuring loop lag during the aiowal runs
+    lags: list[float] = []
+    own: list[float] = []
+
+    def aiowal_many(path: str) -> Coroutine[Any, Any, Result]:
+        return aiowal_callers(path, n, secs, small, heartbeat_s=cfg.heartbeat_s)
+
+    def record_lags() -> float:
+        value = measure_many()
+        lags.extend(last["d-many-aiowal"].extra["lags"])
+        own.extend(last["d-many-aiowal"].extra["lags_own_cpu"])
+        return value
+
+    measure_many = on_loop("d-many-aiowal", aiowal_many)
+    many = group(
+        {
+            f"aiowal_{n}_callers": record_lags,
+            "aiowal_1_caller": on_loop("d-many-aiowal1", lambda p: aiowal_callers(p, 1, secs, small)),
+            "sqlite_full_1_thread": blocking("d-many-sqlite1", lambda p: sqlite_threads(p, 1, secs, small)),
+            f"sqlite_full_{n}_threads": blocking("d-many-sqliteN", lambda p: sqlite_threads(p, n, secs, small)),
+        },
+        "saves/s",
+    )
+    many_stats = last["d-many-aiowal"].extra["stats"]
+    idle_lags = runner.run(_idle_lags(cfg.heartbeat_s, max(0.1, secs / 2)))
+
+    a1, aN = many["aiowal_1_caller"], many[f"aiowal_{n}_callers"]
+    sq1, sqN = many["sqlite_full_1_thread"], many[f"sqlite_full_{n}_threads"]
+    sq_best = sq1 if sq1["median"] >= sqN["median"] else sqN
+    lag = percentiles(lags, 1e3)
+    saves, syncs = many_stats["saves"], many_stats["syncs"]
+    return {
+        "loop": loop_name,
+        "loop_type": loop_type,
+        "single_caller_100B": {
+            "what": f"one caller, one {cfg.small_entry_bytes} B entry per save, hard_sync=True, {secs} s per run",
+            "throughput": single,
+            "ratios": {
+                "aiowal_vs_plain_fdatasync_loop": compare(single["aiowal"], single["plain_fdatasync_loop"], 0.7),
+                "aiowal_vs_plain_append_fdatasync_loop": compare(
+                    single["aiowal"],
+                    single["plain_append_fdatasync_loop"],
+                    note="appending grows the file: every fdatasync also commits the journal",
+                ),
+            },
+            "stats_last_run": single_stats,
+        },
+        "batch_256x1k": {
+            "what": f"one caller, batches of {cfg.batch_entries} x {cfg.entry_bytes} B per save, hard_sync=True",
+            "throughput": batch,
+            "ratios": {
+                "aiowal_vs_plain_fdatasync_loop": compare(batch["aiowal"], batch["plain_fdatasync_loop"], 0.8),
+                "aiowal_vs_plain_append_fdatasync_loop": compare(batch["aiowal"], batch["plain_append_fdatasync_loop"]),
+                "aiowal_vs_sqlite_full": compare(batch["aiowal"], batch["sqlite_full"], 2.0),
+            },
+        },
+        f"callers_{n}": {
+            "what": f"{n} asyncio tasks, each awaiting save(entries=[one {cfg.small_entry_bytes} B entry]) in a loop, "
+            "index from a shared counter taken right before the call; sqlite: one row per transaction, "
+            f"1 thread and {n} threads each on its own connection",
+            "throughput": many,
+            "ratios": {
+                "aiowal_vs_single_caller": compare(aN, a1, 15.0),
+                "aiowal_vs_sqlite_best": compare(
+                    aN, sq_best, 10.0, note=f"the better of sqlite with 1 and {n} threads"
+                ),
+                "aiowal_vs_sqlite_1_thread": compare(aN, sq1),
+                f"aiowal_vs_sqlite_{n}_threads": compare(aN, sqN),
+                "syncs_per_save": ratio(syncs, max(saves, 1), note="from stats() of the last run; << 1"),
+            },
+            "stats_last_run": many_stats,
+            "loop_lag_ms": {
+                "what": f"a task sleeping {cfg.heartbeat_s * 1e3:g} ms in a loop during the {n}-caller runs; lag is "
+                "how much later than asked each sleep returned",
+                "under_load": lag,
+                "under_load_own_cpu": percentiles(own, 1e3),
+                "own_cpu_note": "min(lag, CPU time the loop thread used during the interval): the part of the lag "
+                "that aiowal and the callers' own code can account for; the rest is time the thread waited for a "
+                "CPU taken by other processes",
+                "idle": percentiles(idle_lags, 1e3),
+            },
+            "limits": {
+                "loop_lag_p99_ms": limit(lag["p99"], 2.0, "ms"),
+                "loop_lag_max_ms": limit(lag["max"], 10.0, "ms"),
+            },
+        },
+    }
+
+
+async def _loop_type() -> str:
+    loop = asyncio.get_running_loop()
+    return f"{type(loop).__module__}.{type(loop).__qualname__}"
+
+
+async def _idle_lags(period: float, seconds: float) -> list[float]:
+    """The heartbeat on an idle loop: the timer's own granularity, for reference."""
+    out: list[float] = []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t0 = time.perf_counter()
+        await asyncio.sleep(period)
+        out.append(time.perf_counter() - t0 - period)
+    return out

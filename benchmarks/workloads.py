@@ -1,0 +1,330 @@
+"""Durable workloads (issue 3), each run for a fixed time in a fresh directory and returning operations per second.
+
+- aiowal: ``AsyncDiskStorage(hard_sync=True)``; N asyncio tasks each ``await st.save(entries=[one entry])``, the index
+  taken from a shared counter right before the call (so indexes follow call order), or one caller saving batches.
+- plain loop: the floor's packing (32-byte header + data), then a write and ``os.fdatasync`` per operation. By
+  default it writes at increasing offsets into a file made 256 MiB long (sparse) up front, as aiowal (and Dgraph)
+  do: appending to a growing file (``prealloc=False``, ``O_APPEND``) changes the file size on every write, and on
+  ext4 that makes each ``fdatasync`` commit the journal too, so it is about half as fast and would flatter aiowal.
+  With N > 1, N threads share one descriptor, each reserving its offset under a lock, then writing and syncing.
+- sqlite3: WAL, ``synchronous=FULL``; with N > 1, N threads each on its own connection, each committing its own
+  one-row transaction. sqlite admits one writer at a time; the threads queue for it on a ``threading.Lock`` held
+  around ``BEGIN IMMEDIATE ... COMMIT``. (Left to sqlite's busy handler, which sleeps 1, 2, 5, 10, ... ms between
+  retries, 64 threads managed about 60 commits/s here: a measure of the busy handler, not of sqlite.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiowal.raftpb import Entry, EntryNormal
+from benchmarks.common import make_batches, pack_floor
+from benchmarks.sync_write import SQLITE_INSERT, sqlite_insert_batch, sqlite_open
+
+
+@dataclass
+class Result:
+    """Operations completed per second of the run, plus what a run reports besides (aiowal's stats, loop lag)."""
+
+    ops_per_s: float
+    ops: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class BatchPool:
+    """Contiguous batches from index 1, built on first use and kept, so that later runs time no construction."""
+
+    def __init__(self, per_batch: int, data: bytes) -> None:
+        self.per_batch = per_batch
+        self.data = data
+        self._batches: list[list[Entry]] = []
+
+    def get(self, k: int) -> list[Entry]:
+        while len(self._batches) <= k:
+            first = len(self._batches) * self.per_batch + 1
+            self._batches.extend(make_batches(first, 1, self.per_batch, self.data))
+        return self._batches[k]
+
+
+# --- aiowal -----------------------------------------------------------------------------------------------------
+async def aiowal_callers(path: str, callers: int, seconds: float, data: bytes, heartbeat_s: float = 0.0) -> Result:
+    """``callers`` tasks saving one entry per call until ``seconds`` have passed; with ``heartbeat_s``, a heartbeat
+    task records how late each of its sleeps wakes up (event-loop lag)."""
+    from aiowal import AsyncDiskStorage
+
+    st = await AsyncDiskStorage.open(path, hard_sync=True)
+    nxt = 1
+    done = 0
+    last = 0.0
+    lags: list[float] = []
+    own: list[float] = []
+    stop = asyncio.Event()
+    try:
+        await st.save(
+            entries=[Entry(term=1, index=nxt, type=EntryNormal, data=data)]
+        )  # the file exists and is synced once
+        nxt += 1
+        start = time.perf_counter()
+        deadline = start + seconds
+
+        async def caller() -> None:
+            nonlocal nxt, done, last
+            save = st.save
+            while time.perf_counter() < deadline:
+                i = nxt
+                nxt += 1
+                await save(entries=[Entry(term=1, index=i, type=EntryNormal, data=data)])
+                done += 1
+                last = time.perf_counter()
+
+        async def heartbeat() -> None:
+            while not stop.is_set():
+                t0, c0 = time.perf_counter(), time.thread_time()
+                await asyncio.sleep(heartbeat_s)
+                lag = time.perf_counter() - t0 - heartbeat_s
+                lags.append(lag)
+                # The part of the lag the loop thread itself could have spent running code (its CPU time over the
+                # interval): what remains of the lag is the thread waiting for a CPU (other processes).
+                own.append(min(lag, time.thread_time() - c0))
+
+        hb = asyncio.create_task(heartbeat()) if heartbeat_s else None
+        await asyncio.gather(*(caller() for _ in range(callers)))
+        stop.set()
+        if hb is not None:
+            await hb
+        stats = st.stats()
+    finally:
+        await st.close()
+    extra: dict[str, Any] = {"stats": stats}
+    if heartbeat_s:
+        extra["lags"] = lags
+        extra["lags_own_cpu"] = own
+    return Result(done / (last - start), done, extra)
+
+
+async def aiowal_batches(path: str, pool: BatchPool, seconds: float) -> Result:
+    """One caller saving whole batches until ``seconds`` have passed; ops are entries."""
+    from aiowal import AsyncDiskStorage
+
+    st = await AsyncDiskStorage.open(path, hard_sync=True)
+    try:
+        await st.save(entries=pool.get(0))
+        k = 1
+        start = time.perf_counter()
+        deadline = start + seconds
+        while True:
+            await st.save(entries=pool.get(k))
+            k += 1
+            if time.perf_counter() >= deadline:
+                break
+        elapsed = time.perf_counter() - start
+        stats = st.stats()
+    finally:
+        await st.close()
+    n = (k - 1) * pool.per_batch
+    return Result(n / elapsed, n, {"stats": stats})
+
+
+# --- the plain write + fdatasync loop ---------------------------------------------------------------------------
+PLAIN_FILE_SIZE = 256 << 20
+
+
+def _plain_open(path: str, prealloc: bool) -> int:
+    os.makedirs(path, exist_ok=True)
+    name = os.path.join(path, "log")
+    if not prealloc:
+        return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    fd = os.open(name, os.O_WRONLY | os.O_CREAT, 0o644)
+    os.ftruncate(fd, PLAIN_FILE_SIZE)
+    os.fsync(fd)
+    return fd
+
+
+def _writer(fd: int, prealloc: bool) -> Callable[[bytes], None]:
+    """Write ``buf`` after the previous one: at the next offset (preallocated file) or appended."""
+    if not prealloc:
+        return lambda buf: _write_all(fd, buf)
+    pos = [0]
+
+    def write(buf: bytes) -> None:
+        os.pwrite(fd, buf, pos[0])
+        pos[0] += len(buf)
+
+    return write
+
+
+def _write_all(fd: int, buf: bytes) -> None:
+    if os.write(fd, buf) != len(buf):
+        raise OSError("short write")
+
+
+def plain_loop(path: str, seconds: float, data: bytes, prealloc: bool = True) -> Result:
+    """The single-caller floor: pack one entry, write it, fdatasync, repeat."""
+    fd = _plain_open(path, prealloc)
+    write, fdatasync = _writer(fd, prealloc), os.fdatasync
+    try:
+        i = 1
+        start = time.perf_counter()
+        deadline = start + seconds
+        while True:
+            write(pack_floor([Entry(term=1, index=i, type=EntryNormal, data=data)]))
+            fdatasync(fd)
+            i += 1
+            if time.perf_counter() >= deadline:
+                break
+        elapsed = time.perf_counter() - start
+    finally:
+        os.close(fd)
+    return Result((i - 1) / elapsed, i - 1)
+
+
+def plain_batches(path: str, pool: BatchPool, seconds: float, prealloc: bool = True) -> Result:
+    """The batch floor: pack a batch, one write, one fdatasync; ops are entries."""
+    fd = _plain_open(path, prealloc)
+    write = _writer(fd, prealloc)
+    try:
+        k = 0
+        start = time.perf_counter()
+        deadline = start + seconds
+        while True:
+            write(pack_floor(pool.get(k + 1)))
+            os.fdatasync(fd)
+            k += 1
+            if time.perf_counter() >= deadline:
+                break
+        elapsed = time.perf_counter() - start
+    finally:
+        os.close(fd)
+    return Result(k * pool.per_batch / elapsed, k * pool.per_batch)
+
+
+def plain_threads(path: str, threads: int, seconds: float, data: bytes) -> Result:
+    """``threads`` threads sharing one preallocated file, each packing, writing and syncing its own entries."""
+    fd = _plain_open(path, prealloc=True)
+    lock = threading.Lock()
+    state = [1, 0]  # next index, next offset
+    size = len(pack_floor([Entry(term=1, index=1, type=EntryNormal, data=data)]))
+
+    def work(deadline: float) -> int:
+        n = 0
+        while time.perf_counter() < deadline:
+            with lock:
+                i, off = state
+                state[0] += 1
+                state[1] += size
+            os.pwrite(fd, pack_floor([Entry(term=1, index=i, type=EntryNormal, data=data)]), off)
+            os.fdatasync(fd)
+            n += 1
+        return n
+
+    try:
+        return _threaded(threads, seconds, work)
+    finally:
+        os.close(fd)
+
+
+# --- sqlite3 ----------------------------------------------------------------------------------------------------
+def sqlite_batches(path: str, pool: BatchPool, seconds: float) -> Result:
+    """One transaction per batch, synchronous=FULL; ops are entries."""
+    conn = sqlite_open(path, "FULL")
+    try:
+        k = 0
+        start = time.perf_counter()
+        deadline = start + seconds
+        while True:
+            sqlite_insert_batch(conn, pool.get(k + 1))
+            k += 1
+            if time.perf_counter() >= deadline:
+                break
+        elapsed = time.perf_counter() - start
+    finally:
+        conn.close()
+    return Result(k * pool.per_batch / elapsed, k * pool.per_batch)
+
+
+def sqlite_threads(path: str, threads: int, seconds: float, data: bytes) -> Result:
+    """``threads`` threads, each with its own connection, committing one row per transaction (writers take turns on
+    a lock instead of sqlite's sleeping busy handler)."""
+    sqlite_open(path, "FULL").close()
+    db = os.path.join(path, "log.db")
+    lock = threading.Lock()
+    writer = threading.Lock()
+    counter = [1]
+    local = threading.local()
+
+    def connect() -> None:
+        conn = sqlite3.connect(db, isolation_level=None, check_same_thread=False, timeout=60.0)
+        conn.execute("PRAGMA synchronous=FULL")
+        local.conn = conn
+
+    def work(deadline: float) -> int:
+        conn: sqlite3.Connection = local.conn
+        n = 0
+        try:
+            while time.perf_counter() < deadline:
+                with lock:
+                    i = counter[0]
+                    counter[0] += 1
+                e = Entry(term=1, index=i, type=EntryNormal, data=data)
+                with writer:
+                    conn.execute("BEGIN IMMEDIATE")
+                    conn.execute(SQLITE_INSERT, (e.index, e.term, e.type, e.data))
+                    conn.execute("COMMIT")
+                n += 1
+        finally:
+            conn.close()
+        return n
+
+    return _threaded(threads, seconds, work, setup=connect)
+
+
+def _threaded(
+    threads: int, seconds: float, work: Callable[[float], int], setup: Callable[[], None] | None = None
+) -> Result:
+    """Start ``threads`` threads, let each run ``setup``, then release them together and count what they did
+    until the deadline, dividing by the time until the last one finished."""
+    ready = threading.Barrier(threads + 1)
+    go = threading.Barrier(threads + 1)
+    counts = [0] * threads
+    ends = [0.0] * threads
+    errors: list[BaseException] = []
+    deadline = [0.0]
+
+    def body(k: int) -> None:
+        try:
+            if setup is not None:
+                setup()
+            ready.wait()
+            go.wait()
+            counts[k] = work(deadline[0])
+        except BaseException as exc:
+            errors.append(exc)
+            ready.abort()
+            go.abort()
+        finally:
+            ends[k] = time.perf_counter()
+
+    pool = [threading.Thread(target=body, args=(k,), daemon=True) for k in range(threads)]
+    for t in pool:
+        t.start()
+    start = 0.0
+    try:
+        ready.wait()
+        start = time.perf_counter()
+        deadline[0] = start + seconds
+        go.wait()
+    except threading.BrokenBarrierError:
+        pass
+    for t in pool:
+        t.join()
+    if errors:
+        raise errors[0]
+    total = sum(counts)
+    return Result(total / (max(ends) - start), total)
