@@ -28,6 +28,7 @@ soak: $(STAMP)
 	AIOWAL_SOAK=1 $(BIN)/pytest -q -p no:cacheprovider -m soak
 
 demo: $(STAMP)
+	$(BIN)/python examples/cluster/demo.py
 	$(BIN)/python examples/demo.py
 
 bench: $(STAMP)
