@@ -22,7 +22,7 @@ from typing import Protocol
 from aiowal.aio import AsyncDiskStorage
 from aiowal.node.transport import Transport
 from aiowal.raft import Config, ProposalDroppedError, RawNode, Ready, StateType
-from aiowal.raftpb import ConfState, Entry, EntryType, Message
+from aiowal.raftpb import ConfState, Entry, EntryType, Message, MessageType
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +208,10 @@ class RaftNode:
 
     def _send(self, msgs: list[Message]) -> None:
         for m in msgs:
-            self.transport.send(m)
+            sent = self.transport.send(m)
+            if m.type == MessageType.MsgSnap:
+                # Raft pauses replication to a follower while its snapshot is in flight: say how it went.
+                self.rn.report_snapshot(m.to, failed=not sent)
 
     def _apply(self, e: Entry) -> None:
         if e.index <= self.applied:

@@ -95,16 +95,18 @@ class Transport:
         if self._server is not None:
             peer.task = asyncio.get_running_loop().create_task(peer.run(), name=f"raft-send-{peer_id}")
 
-    def send(self, msg: Message) -> None:
-        """Queue ``msg`` for its destination; dropped if that peer's queue is full or the peer is unknown."""
+    def send(self, msg: Message) -> bool:
+        """Queue ``msg`` for its destination; False (dropped) if that peer's queue is full or the peer is unknown."""
         peer = self._peers.get(msg.to)
         if peer is None:
-            return
+            return False
         body = msg.SerializeToString()
         try:
             peer.queue.put_nowait(_FRAME.pack(len(body)) + body)
         except asyncio.QueueFull:
             peer.dropped += 1
+            return False
+        return True
 
     def unreachable(self, peer_id: int) -> None:
         if self.on_unreachable is not None:

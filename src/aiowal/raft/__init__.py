@@ -1,0 +1,52 @@
+"""A sans-IO Raft core after etcd raft's design: feed it ticks and messages, persist and send what ``ready()``
+returns, and ``advance()``. It reads the stable log only through the etcd Storage read methods, so
+``aiowal.DiskStorage``, ``aiowal.AsyncDiskStorage`` and ``MemoryStorage`` all work.
+
+Implemented: elections with randomized timeouts, pre-vote, check-quorum and leader lease; replication with
+probe / replicate / snapshot progress and a bounded in-flight window; fast backtracking with reject hints;
+commit of current-term entries only (the leader counts its own entries once saved); snapshots sent to followers
+behind a compacted log and restored by them; linearizable reads (read index); leader transfer; single-server
+membership changes (``ConfChange``: add or remove a voter or learner) applied from committed entries.
+Not implemented: joint consensus (``ConfChangeV2``), lease-based reads, proposal size limits.
+
+A node's loop::
+
+    rn = RawNode(Config(id=1, storage=st, rng=random.Random(seed), voters=[1, 2, 3]))
+    ...  # rn.tick() on a timer, rn.step(msg) for each message received, rn.propose(data)
+    while rn.has_ready():
+        rd = rn.ready()
+        st.save(rd.hard_state, rd.entries, rd.snapshot)  # a leader may send rd.messages first
+        send(rd.messages)
+        apply(rd.snapshot, rd.committed_entries)  # rn.apply_conf_change(cc) for EntryConfChange entries
+        rn.advance(rd)
+"""
+
+from aiowal.raft.log import RaftInvariantError, RaftLog, Unstable
+from aiowal.raft.memory import MemoryStorage
+from aiowal.raft.messages import NONE
+from aiowal.raft.progress import Inflights, Progress, ProgressState, ProgressTracker
+from aiowal.raft.raft import Config, ProposalDroppedError, Raft, StateType
+from aiowal.raft.rawnode import RawNode, Ready, SoftState
+from aiowal.raft.readonly import ReadState
+from aiowal.raft.storage import Storage
+
+__all__ = [
+    "NONE",
+    "Config",
+    "Inflights",
+    "MemoryStorage",
+    "Progress",
+    "ProgressState",
+    "ProgressTracker",
+    "ProposalDroppedError",
+    "Raft",
+    "RaftInvariantError",
+    "RaftLog",
+    "RawNode",
+    "ReadState",
+    "Ready",
+    "SoftState",
+    "StateType",
+    "Storage",
+    "Unstable",
+]
