@@ -412,8 +412,8 @@ class LogFile:
             return False
         if U32.unpack_from(self.mm, info.offset)[0] == 0:
             return False
-        # The slot first gets the CRC of empty data, then the length goes to zero: both states open as valid.
-        new_word = (record_crc(info.term, info.index, info.offset, 0, b"") << 32) if info.crc else 0
+        # The slot first gets the dropped-data mark, then the length goes to zero: both states open as valid.
+        new_word = (_dropped_crc(info.term, info.index, info.offset) << 32) if info.crc else 0
         self.fs.pwrite(self.fd, U64.pack(new_word), s * SLOT_SIZE + 24)
         return True
 
@@ -441,10 +441,24 @@ def _first_not_increasing(values: array[int], n: int, strict: bool) -> int:
     return n  # pragma: no cover - the sorted comparison said otherwise
 
 
+DROPPED_MARK = 0x5A5A_A5A5
+"""XORed into the CRC of empty data for a record whose data truncate_entries_until dropped. It must differ from
+the plain CRC of empty data: an empty entry appended where an older record lies (after an overwrite, or after a
+crash left unsynced records past the log's end) has that CRC, and if its 4-byte record did not reach the disk
+before a power cut, the older record's bytes would otherwise pass for dropped data and be read back as its data."""
+
+
+def _dropped_crc(term: int, index: int, off: int) -> int:
+    return record_crc(term, index, off, 0, b"") ^ DROPPED_MARK
+
+
 def _crc_ok(term: int, index: int, off: int, word: int, stored: bytes) -> bool:
-    """Whether a record matches its slot's CRC: no CRC (written by Dgraph), the stored bytes, or, for a record
-    whose data truncate_entries_until dropped (or is dropping), the CRC of empty data."""
+    """Whether a record matches its slot's CRC: no CRC (written by Dgraph), the stored bytes, or, for a Normal
+    record whose data truncate_entries_until dropped (or is dropping: the length is zeroed after the mark), the
+    dropped-data mark."""
     crc = word >> 32
     return (
-        crc == 0 or crc == record_crc(term, index, off, word, stored) or crc == record_crc(term, index, off, word, b"")
+        crc == 0
+        or crc == record_crc(term, index, off, word, stored)
+        or (word & TYPE_MASK == 0 and crc == _dropped_crc(term, index, off))
     )
