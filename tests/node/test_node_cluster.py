@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
+import sys
 from pathlib import Path
 
 from aiowal import AsyncDiskStorage, DiskStorage
 from aiowal.node import NodeConfig, NotLeaderError, RaftNode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples" / "cluster"))
+from cluster import free_ports
 
 
 class KV:
@@ -26,16 +29,6 @@ class KV:
 
     def restore(self, data: bytes) -> None:
         self.data = json.loads(data) if data else {}
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 async def start(i: int, peers: dict[int, tuple[str, int]], root: Path, sms: dict[int, KV]) -> RaftNode:
