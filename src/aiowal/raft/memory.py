@@ -6,6 +6,7 @@ import itertools
 from collections.abc import Sequence
 
 from aiowal.errors import CompactedError, SnapOutOfDateError, UnavailableError
+from aiowal.raft.log import limit_size
 from aiowal.raftpb import ConfState, Entry, HardState, Snapshot, SnapshotMetadata
 
 
@@ -52,17 +53,7 @@ class MemoryStorage:
             raise CompactedError()
         if hi > self.last_index() + 1:
             raise UnavailableError(f"entries up to {hi - 1} requested, last index is {self.last_index()}")
-        ents = self._ents[lo - offset : hi - offset]
-        if max_size is None or not ents:
-            return list(ents)
-        total = ents[0].ByteSize()
-        n = 1
-        while n < len(ents):
-            total += ents[n].ByteSize()
-            if total > max_size:
-                break
-            n += 1
-        return ents[:n]
+        return limit_size(self._ents[lo - offset : hi - offset], max_size)
 
     def snapshot(self) -> Snapshot:
         snap = Snapshot()
