@@ -27,6 +27,7 @@ from aiowal import (
     raftpb,
 )
 from aiowal.fs import FS
+from aiowal.logfile import LogFile
 
 LOOPS = ["asyncio", "uvloop"]
 
@@ -66,6 +67,34 @@ class FailingSyncFS(FS):
         if self.fail:
             raise StorageIOError(errno.EIO, "fdatasync: injected EIO")
         super().fdatasync(fd)
+
+
+class ThreadRecordingFS(FS):
+    """Records which thread ran each blocking call (syncs and unlinks) once ``watch`` is set."""
+
+    def __init__(self) -> None:
+        self.watch = False
+        self.calls: list[tuple[str, int]] = []
+
+    def _note(self, what: str) -> None:
+        if self.watch:
+            self.calls.append((what, threading.get_ident()))
+
+    def fdatasync(self, fd: int) -> None:
+        self._note("fdatasync")
+        super().fdatasync(fd)
+
+    def fsync(self, fd: int) -> None:
+        self._note("fsync")
+        super().fsync(fd)
+
+    def fsync_dir(self, path: str) -> None:
+        self._note("fsync_dir")
+        super().fsync_dir(path)
+
+    def unlink(self, path: str) -> None:
+        self._note("unlink")
+        super().unlink(path)
 
 
 @pytest.mark.parametrize("loop", LOOPS)
@@ -262,3 +291,40 @@ def test_concurrent_callers_agree_with_a_model(
     with DiskStorage.open(d) as st:
         assert list(st.entries(1, len(model) + 1)) == model
     assert os.path.exists(d / "wal.meta")
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+@pytest.mark.parametrize("hard_sync", [True, False])
+def test_no_blocking_call_on_the_loop_thread(
+    loop: str, hard_sync: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rotation, snapshots (via save and create_snapshot), overwrites and truncate_entries_until sync and unlink
+    in the executor: none of it stalls the event loop."""
+    monkeypatch.setattr(LogFile, "max_entries", 7)
+    fs = ThreadRecordingFS()
+
+    async def main() -> None:
+        st = await AsyncDiskStorage.open(tmp_path, hard_sync=hard_sync, fs=fs)
+        fs.watch = True
+        await asyncio.gather(*(st.save(entries=[ent(i)]) for i in range(1, 41)))  # five rotations
+        await st.save(raftpb.HardState(term=2, vote=1, commit=30), [ent(35, 2), ent(36, 2)])  # overwrite
+        await st.truncate_entries_until(20)
+        await st.create_snapshot(30, raftpb.ConfState(voters=[1]), b"state")  # deletes files below 30
+        snap = raftpb.Snapshot(metadata=raftpb.SnapshotMetadata(index=50, term=3))
+        await st.save(snapshot=snap, entries=[ent(51, 3)])  # discards the log
+        await st.sync()
+        assert st.first_index() == 51 and st.last_index() == 51
+        fs.watch = False
+        await st.close()
+
+    loop_thread: list[int] = []
+
+    async def wrapped() -> None:
+        loop_thread.append(threading.get_ident())
+        await main()
+
+    run(loop, wrapped)
+    kinds = {what for what, _ in fs.calls}
+    assert "unlink" in kinds and "fdatasync" in kinds
+    on_loop = [what for what, tid in fs.calls if tid == loop_thread[0]]
+    assert on_loop == []

@@ -25,7 +25,8 @@ from aiowal.errors import StorageClosedError, StorageFailedError, StorageIOError
 from aiowal.fs import FS
 from aiowal.meta import MetaInfo
 from aiowal.raftpb import ConfState, Entry, HardState, Snapshot
-from aiowal.storage import DiskStorage, SavePlan, Steps, SyncStep
+from aiowal.steps import Steps, SyncStep
+from aiowal.storage import DiskStorage, SavePlan
 
 log = logging.getLogger(__name__)
 

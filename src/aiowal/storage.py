@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Self
 
 from aiowal.errors import (
@@ -29,14 +29,10 @@ from aiowal.fs import DEFAULT_FS, FS
 from aiowal.keyregistry import KeyRegistry, check_key
 from aiowal.meta import META_TMP_NAME, Meta, MetaInfo, full_hard_state, full_snapshot
 from aiowal.raftpb import ConfState, Entry, HardState, Snapshot
+from aiowal.steps import Steps, SyncStep
 from aiowal.wal import Wal
 
 log = logging.getLogger(__name__)
-
-SyncStep = Callable[[], None]
-"""A blocking durability call (fdatasync/fsync of files written before it), safe to run in another thread."""
-
-Steps = Generator[SyncStep, None, None]
 
 _U64_MAX = (1 << 64) - 1
 
@@ -131,7 +127,8 @@ class DiskStorage:
             si = self._meta.snapshot_index
             if si:
                 before = len(self._wal.files)
-                self._wal.delete_before(si)
+                for step in self._wal.delete_before(si):
+                    step()
                 if len(self._wal.files) != before:
                     log.info(
                         "%s: removed %d log files below snapshot %d",
@@ -386,32 +383,29 @@ class DiskStorage:
         durable = self.hard_sync
         self._check_writable()
         if plan.snapshot is not None:
-            fresh = self._wal.discard_all_but_new_file()
+            fresh = yield from self._wal.discard_all_but_new_file()
             if durable:
                 yield self.log_sync_step() or _noop
             yield from self._meta_rewrite(plan.snapshot, fresh.fid, durable)
-            self._wal.drop_older_than(fresh.fid)
+            yield from self._wal.drop_older_than(fresh.fid)
         if plan.entries:
             if plan.entries[0].index <= self._wal.last_index() and durable:
                 # An overwrite: the cut must be on disk before new data lands, so that a crash never shows old
                 # entries after new ones. Later files go first (their deletion synced), so that the cut of the file
                 # holding the index can never reach the disk while they are still there: that would be a gap.
-                self._wal.drop_files_after(plan.entries[0].index)
+                yield from self._wal.drop_files_after(plan.entries[0].index)
                 step = self.log_sync_step()
                 if step is not None:
                     yield step
-                self._wal.truncate_from(plan.entries[0].index, durable=False)
+                yield from self._wal.truncate_from(plan.entries[0].index)
                 yield self.log_sync_step() or _noop
-            self._wal.append(plan.entries, durable=False)
+            yield from self._wal.append_steps(plan.entries)
 
     def _meta_rewrite(self, snap: Snapshot, floor: int | None, durable: bool) -> Steps:
-        """Switch wal.meta to one holding ``snap``; when durable, the whole rewrite (temp file, sync, rename,
-        directory sync) is one blocking step."""
+        """Switch wal.meta to one holding ``snap``: the whole rewrite (temp file, its sync, rename, and when
+        durable the directory sync) is one blocking step."""
         meta = self._meta
-        if not durable:
-            meta.store_snapshot(snap, floor, durable=False)
-            return
-        yield lambda: meta.store_snapshot(snap, floor, durable=True)
+        yield lambda: meta.store_snapshot(snap, floor, durable)
 
     def apply_hard_state(self, plan: SavePlan) -> bool:
         """Write the plan's HardState in place; returns whether it must be synced (term or vote changed)."""
@@ -478,7 +472,7 @@ class DiskStorage:
             raise CompactedError(f"no entry at index {i} to snapshot")
         snap = full_snapshot(bytes(data) if data is not None else None, i, term, conf_state or ConfState())
         yield from self._meta_rewrite(snap, None, self.hard_sync)
-        self._wal.delete_before(i)
+        yield from self._wal.delete_before(i)
         if self.hard_sync and self._wal.dir_dirty:
             self._wal.dir_dirty = False
             fs, path = self._fs, self.path
@@ -492,7 +486,7 @@ class DiskStorage:
     def truncate_steps(self, i: int) -> Steps:
         _check_index(i, "i")
         self._check_writable()
-        self._wal.drop_data_until(i, durable=self.hard_sync)
+        yield from self._wal.drop_data_until(i, durable=self.hard_sync)
         if self.hard_sync:
             step = self.log_sync_step()
             if step is not None:

@@ -12,7 +12,7 @@ import bisect
 import itertools
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 
 from aiowal.errors import CorruptionError, EncryptionKeyError
 from aiowal.format import LOG_FILE_SIZE, SLOT_SIZE, UNLIMITED, log_file_name, parse_log_file_name
@@ -20,6 +20,7 @@ from aiowal.fs import FS
 from aiowal.keyregistry import KeyRegistry
 from aiowal.logfile import LogFile
 from aiowal.raftpb import Entry
+from aiowal.steps import Steps, SyncStep
 
 log = logging.getLogger(__name__)
 
@@ -230,42 +231,59 @@ class Wal:
         return out
 
     # --- writing ----------------------------------------------------------------------------------------------
-    def append(self, entries: Sequence[Entry], durable: bool) -> None:
-        """Write ``entries``; the first may overwrite the log from its index on (the caller checked gaps)."""
+    def append_steps(self, entries: Sequence[Entry]) -> Steps:
+        """Write ``entries``; the first may overwrite the log from its index on (the caller checked gaps). Each
+        rotation yields its syncs (the full file, the new file's header) for the caller to run: off the event loop
+        in ``AsyncDiskStorage``."""
         if not entries:
             return
         first = entries[0].index
         if self.files and first <= self.last_index():
-            self.truncate_from(first, durable)
+            yield from self.truncate_from(first)
         i = 0
         while i < len(entries):
             cur = self.files[-1] if self.files else None
             if cur is None or cur.sealed:
-                cur = self.rotate()
+                cur = yield from self.rotate_steps()
             before = cur.data_end
             stop = cur.append(entries, i)
             if stop == i:
-                self.rotate()
+                yield from self.rotate_steps()
                 continue
             self.bytes_written += cur.data_end - before
             self.dirty.add(cur)
             i = stop
 
-    def rotate(self) -> LogFile:
-        """Close the current file at its data end (synced, as Dgraph does) and start a new current file."""
+    def rotate_steps(self) -> Generator[SyncStep, None, LogFile]:
+        """Close the current file at its data end and start a new current file, each synced by a yielded step.
+        The full file is durable before the new one exists (as Dgraph does): a file followed by another is never
+        torn, which is what open relies on to check only the last one's records."""
         if self.files:
             old = self.files[-1]
             if old.count == 0:
-                self._delete(old)
                 self.files.pop()
+                yield self._forget([old])
             else:
                 if old.size != old.data_end:
                     old.resize(old.data_end)
-                self.fs.fdatasync(old.fd)
                 self.dirty.discard(old)
-        return self._new_file()
+                fs, fd = self.fs, old.fd
+                yield lambda: fs.fdatasync(fd)
+        lf = self._create_file()
+        fs = self.fs
+        yield lambda: fs.fdatasync(lf.fd)
+        return lf
 
     def _new_file(self) -> LogFile:
+        """A new current file, its header synced at once (on open, where no event loop is waiting)."""
+        lf = self._create_file()
+        self.fs.fdatasync(lf.fd)
+        return lf
+
+    def _create_file(self) -> LogFile:
+        """Create the next log file and make it current. Its size and encryption header must reach the disk
+        before any record does (the caller syncs it): otherwise a crash could leave records in a file too short
+        to be a log file, or encrypted records in a file without its key id."""
         self.max_fid += 1
         path = os.path.join(self.dir, log_file_name(self.max_fid))
         if self._registry is not None:
@@ -273,77 +291,78 @@ class Wal:
             lf = LogFile.create(self.fs, path, self.max_fid, dk.key_id, dk.key)
         else:
             lf = LogFile.create(self.fs, path, self.max_fid)
-        # Its size and encryption header reach the disk before any record does: otherwise a crash could leave
-        # records in a file too short to be a log file, or encrypted records in a file without its key id.
-        try:
-            self.fs.fdatasync(lf.fd)
-        except BaseException:
-            lf.close()
-            raise
         self.files.append(lf)
         self.dirty.add(lf)
         self.dir_dirty = True
         return lf
 
-    def truncate_from(self, index: int, durable: bool) -> None:
+    def truncate_from(self, index: int) -> Steps:
         """Discard every entry with index >= ``index``: later files are deleted, the file holding ``index`` keeps
-        what precedes it. With ``durable`` the cut is on disk before anything new is written."""
-        pos = self.drop_files_after(index)
-        if durable and self.dir_dirty:
-            self.fs.fsync_dir(self.dir)
-            self.dir_dirty = False
+        what precedes it. Nothing is synced here: a caller that needs the cut durable syncs next."""
+        pos = yield from self.drop_files_after(index)
         lf = self.files[pos]
         lf.truncate_from(lf.slot_ge(index))
         if lf.data_key is not None:
             lf.sealed = True  # new data must not reuse this file's keystream
         self.dirty.add(lf)
         if lf.count == 0 and lf.sealed:
-            self._delete(lf)
             self.files.pop()
+            yield self._forget([lf])
         elif not lf.sealed and lf.size < LOG_FILE_SIZE:
             lf.resize(LOG_FILE_SIZE)
-        if durable:
-            self.sync()
 
-    def drop_files_after(self, index: int) -> int:
+    def drop_files_after(self, index: int) -> Generator[SyncStep, None, int]:
         """Delete the files wholly after the one holding ``index``, newest first, so that a crash part-way leaves a
         prefix of the log and never a gap; returns the position of the file holding ``index``."""
         pos = max(self._file_pos(index), 0)
-        for lf in reversed(self.files[pos + 1 :]):
-            self._delete(lf)
+        dead = self.files[pos + 1 :]
         del self.files[pos + 1 :]
+        if dead:
+            yield self._forget(dead[::-1])
         return pos
 
-    def delete_before(self, index: int) -> None:
+    def delete_before(self, index: int) -> Steps:
         """Dgraph's deleteBefore: delete the files wholly below the file that holds ``index``."""
         pos = self._file_pos(index)
         if pos <= 0:
             return
         pos = min(pos, len(self.files) - 1)
-        for lf in self.files[:pos]:
-            self._delete(lf)
+        dead = self.files[:pos]
         del self.files[:pos]
+        yield self._forget(dead)
 
-    def discard_all_but_new_file(self) -> LogFile:
-        """Start a fresh current file for a log that a snapshot discards; the old files stay until
-        ``drop_older_than`` (after the snapshot is committed in wal.meta)."""
-        return self._new_file()
+    def discard_all_but_new_file(self) -> Generator[SyncStep, None, LogFile]:
+        """Start a fresh current file for a log that a snapshot discards (its header sync is yielded); the old
+        files stay until ``drop_older_than`` (after the snapshot is committed in wal.meta)."""
+        lf = self._create_file()
+        fs = self.fs
+        yield lambda: fs.fdatasync(lf.fd)
+        return lf
 
-    def drop_older_than(self, fid: int) -> None:
-        keep = [lf for lf in self.files if lf.fid >= fid]
-        for lf in self.files:
-            if lf.fid < fid:
-                self._delete(lf)
-        self.files = keep
+    def drop_older_than(self, fid: int) -> Steps:
+        dead = [lf for lf in self.files if lf.fid < fid]
+        self.files = [lf for lf in self.files if lf.fid >= fid]
+        if dead:
+            yield self._forget(dead)
 
-    def _delete(self, lf: LogFile) -> None:
-        self.dirty.discard(lf)
-        lf.close()
-        self.fs.unlink(lf.path)
+    def _forget(self, dead: list[LogFile]) -> SyncStep:
+        """Close files already taken out of ``files``; the step unlinks them in the given order (slow for big
+        files, so it is a step: the asyncio writer runs it off the loop)."""
+        for lf in dead:
+            self.dirty.discard(lf)
+            lf.close()
         self.dir_dirty = True
+        fs, paths = self.fs, [lf.path for lf in dead]
 
-    def drop_data_until(self, index: int, durable: bool) -> int:
-        """truncate_entries_until: drop the data of Normal entries below ``index``; returns how many."""
+        def step() -> None:
+            for path in paths:
+                fs.unlink(path)
+
+        return step
+
+    def drop_data_until(self, index: int, durable: bool) -> Steps:
+        """truncate_entries_until: drop the data of Normal entries below ``index``. With ``durable`` the marks
+        are synced (a yielded step) before any length is zeroed."""
         touched: list[tuple[LogFile, int]] = []
         for lf in self.files:
             for s in range(lf.count):
@@ -352,15 +371,19 @@ class Wal:
                 if lf.drop_data(s):
                     touched.append((lf, s))
         files = {lf for lf, _ in touched}
-        if durable:
-            for lf in files:
-                self.fs.fdatasync(lf.fd)
+        if durable and files:
+            fs, fds = self.fs, [lf.fd for lf in files]
+
+            def step() -> None:
+                for fd in fds:
+                    fs.fdatasync(fd)
+
+            yield step
         for lf, s in touched:
             lf.zero_length(s)
             if lf.data_key is not None and s == lf.count - 1:
                 lf.sealed = True
         self.dirty.update(files)
-        return len(touched)
 
     def sync(self) -> None:
         """fdatasync every file written since the last sync, then the directory if files came or went."""
