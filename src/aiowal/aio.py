@@ -2,9 +2,9 @@
 
 One writer task owns every mutation. Callers put requests on a bounded queue; the writer takes what is queued,
 applies it in call order on the event-loop thread (page-cache writes), then runs one ``fdatasync`` per touched file
-in an executor for the whole batch and only then resolves the callers: group commit. Reads are plain methods served
-from memory and the mmaps on the loop thread; they never wait for a sync in flight, because the writer holds no
-lock while it awaits one.
+in its sync thread for the whole batch and only then resolves the callers: group commit. Reads are plain methods
+served from memory and the mmaps on the loop thread; they never wait for a sync in flight, because the writer
+holds no lock while it awaits one.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import os
 import time
 from collections import deque
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from types import TracebackType
@@ -27,6 +26,7 @@ from aiowal.meta import MetaInfo
 from aiowal.raftpb import ConfState, Entry, HardState, Snapshot
 from aiowal.steps import Steps, SyncStep
 from aiowal.storage import DiskStorage, SavePlan
+from aiowal.syncthread import SyncThread
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class AsyncDiskStorage:
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[_Request] = asyncio.Queue(maxsize=queue_size)
         self._max_batch = max_batch
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aiowal-sync")
+        self._syncer = SyncThread(self._loop, f"aiowal-sync:{storage.path}")
         self._stats = _Stats()
         self._closing = False
         self._writer = self._loop.create_task(self._run_writer(), name=f"aiowal-writer:{storage.path}")
@@ -100,7 +100,7 @@ class AsyncDiskStorage:
                 fut = self._loop.create_future()
                 await self._queue.put(_Request("close", (), fut))
             await asyncio.shield(self._writer)
-        self._executor.shutdown(wait=False)
+        self._syncer.stop()
 
     async def __aenter__(self) -> Self:
         return self
@@ -146,11 +146,10 @@ class AsyncDiskStorage:
                 raise StorageClosedError(f"{self._st.path}: storage is closed")
             raise StorageFailedError(f"{self._st.path}: the writer task has stopped")
         fut: asyncio.Future[None] = self._loop.create_future()
-        # A caller cancelled after this point does not cancel the write; consume its outcome so that an error
-        # nobody awaits is not reported as "never retrieved".
-        fut.add_done_callback(_consume)
         await self._queue.put(_Request(kind, args, fut, n_entries))
-        await asyncio.shield(fut)
+        # Once queued, a request lands whole: cancelling the caller cancels only ``fut`` (its wait), and the writer
+        # never looks at whether anyone still waits. (No ``shield``: it costs a loop iteration per save.)
+        await fut
 
     # --- the writer -------------------------------------------------------------------------------------------
     async def _run_writer(self) -> None:
@@ -289,7 +288,7 @@ class AsyncDiskStorage:
             _set(req.future, None)
 
     async def _drive(self, steps: Steps) -> None:
-        """Run a write's steps: its file changes here, each sync in the executor."""
+        """Run a write's steps: its file changes here, each sync in the sync thread."""
         while True:
             with self._st._mutex:
                 try:
@@ -304,7 +303,7 @@ class AsyncDiskStorage:
     async def _sync(self, step: SyncStep) -> None:
         t0 = time.perf_counter()
         try:
-            await self._loop.run_in_executor(self._executor, step)
+            await self._syncer.run(step)
         except StorageIOError as exc:
             self._st.fail(exc)
             raise
@@ -313,7 +312,7 @@ class AsyncDiskStorage:
 
     async def _close_storage(self, req: _Request) -> None:
         try:
-            await self._loop.run_in_executor(self._executor, self._st.close)
+            await self._syncer.run(self._st.close)
         except Exception as exc:
             _set(req.future, exc)
         else:
@@ -376,8 +375,3 @@ def _set(fut: asyncio.Future[None], outcome: BaseException | None) -> None:
         fut.set_result(None)
     else:
         fut.set_exception(outcome)
-
-
-def _consume(fut: asyncio.Future[None]) -> None:
-    if not fut.cancelled():
-        fut.exception()
