@@ -8,10 +8,12 @@ entries, HardState; a HardState never reaches the disk before the entries its co
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
 from collections.abc import Iterable, Sequence
+from operator import attrgetter
 from typing import Any, Self
 
 from aiowal.errors import (
@@ -35,6 +37,7 @@ from aiowal.wal import Wal
 log = logging.getLogger(__name__)
 
 _U64_MAX = (1 << 64) - 1
+_INDEX = attrgetter("index")
 
 
 class DiskStorage:
@@ -551,12 +554,19 @@ def _check_info(info: object) -> MetaInfo:
 
 
 def _check_entries(ents: Sequence[Entry]) -> None:
-    prev = None
-    for e in ents:
-        if not isinstance(e, Entry):
-            raise TypeError(f"entries must be raftpb.Entry, not {type(e).__name__}")
-        if prev is not None and e.index != prev + 1:
-            raise ValueError(f"entries are not contiguous: {prev} then {e.index}")
-        prev = e.index
-    if ents and ents[0].index == 0:
+    """Every item a ``raftpb.Entry``, indexes contiguous and not 0: C-level passes first, a loop only to name the
+    culprit."""
+    if not ents:
+        return
+    if set(map(type, ents)) != {Entry}:
+        for e in ents:
+            if not isinstance(e, Entry):
+                raise TypeError(f"entries must be raftpb.Entry, not {type(e).__name__}")
+    indexes = list(map(_INDEX, ents))
+    first = indexes[0]
+    if indexes != list(range(first, first + len(indexes))):
+        for prev, nxt in itertools.pairwise(indexes):
+            if nxt != prev + 1:
+                raise ValueError(f"entries are not contiguous: {prev} then {nxt}")
+    if first == 0:
         raise ValueError("entry index 0 is not valid")
