@@ -44,9 +44,15 @@ class _Peer:
             backoff = self.transport.min_backoff
             try:
                 while True:
-                    writer.write(frame)
+                    # Everything queued goes out in one write (one send syscall, and the peer reads it in one go).
                     if self.queue.empty():
-                        await writer.drain()
+                        writer.write(frame)
+                    else:
+                        frames = [frame]
+                        while not self.queue.empty():
+                            frames.append(self.queue.get_nowait())
+                        writer.write(b"".join(frames))
+                    await writer.drain()
                     frame = await self.queue.get()
             except (OSError, ConnectionError):
                 self.transport.unreachable(self.id)
