@@ -1,8 +1,10 @@
 """An asyncio Raft node: ``RawNode`` + ``AsyncDiskStorage`` + ``Transport`` + the user's state machine.
 
-The loop: take a ``Ready``; a leader sends its messages at once (it may send before its own save completes), then
-``await storage.save(...)`` with ``hard_sync`` and a follower sends only after; apply the snapshot and committed
-entries to the state machine; ``advance``. A ticker drives elections and heartbeats. Every ``snapshot_every``
+The loop: step the queued proposals (all of them as one MsgProp); take a ``Ready``; a leader sends its messages at
+once (it may send before its own save completes), then ``await storage.save(...)`` with ``hard_sync`` and a follower
+sends only after; committed entries already saved locally are applied before the save, the snapshot and the rest
+after it; ``advance``. While a leader's save is in flight, new proposals and the leader's new messages go out at once
+(``_pump``) rather than waiting for the save. A ticker drives elections and heartbeats. Every ``snapshot_every``
 applied entries the state is serialized, and once ``keep_entries`` more are applied it becomes the stored snapshot
 (``create_snapshot``), so slow followers still find the entries they need in the log.
 """
@@ -101,6 +103,14 @@ class RaftNode:
         self._seq = itertools.count(1)
         self._waiters: dict[int, asyncio.Future[object]] = {}
         self._wake = asyncio.Event()
+        # Proposals not yet stepped: ``propose`` queues them and the loop steps them together (one MsgProp, so one
+        # MsgApp per follower for all of them).
+        self._proposals: list[bytes] = []
+        self._proposal_seqs: list[int] = []
+        # While a leader's save is in flight: the term it leads in, so that new proposals and messages go out at
+        # once (``_pump``) instead of after the save.
+        self._pump_term: int | None = None
+        self._pump_scheduled = False
         self._pending_snapshot: tuple[int, bytes] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
@@ -141,12 +151,9 @@ class RaftNode:
         seq = next(self._seq)
         fut: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         self._waiters[seq] = fut
-        try:
-            self.rn.propose(_TAG.pack(self.config.node_id, seq) + data)
-        except ProposalDroppedError as exc:
-            del self._waiters[seq]
-            raise NotLeaderError(self.leader) from exc
-        self._wake.set()
+        self._proposals.append(_TAG.pack(self.config.node_id, seq) + data)
+        self._proposal_seqs.append(seq)
+        self._poke()
         try:
             return await asyncio.wait_for(fut, timeout)
         finally:
@@ -163,7 +170,44 @@ class RaftNode:
             return
         with contextlib.suppress(ValueError):
             self.rn.step(m)
+        self._poke()
+
+    def _poke(self) -> None:
+        """Something changed: wake the loop, and while a leader's save is in flight, pump once this turn's input
+        is in."""
         self._wake.set()
+        if self._pump_term is not None and not self._pump_scheduled:
+            self._pump_scheduled = True
+            asyncio.get_running_loop().call_soon(self._pump)
+
+    def _pump(self) -> None:
+        """While the leader saves a Ready: step the queued proposals and send the leader's new messages (MsgApps of
+        those proposals, commit index updates, heartbeats) now; etcd raft allows a leader to send before its own
+        save completes, so the followers' saves overlap the leader's."""
+        self._pump_scheduled = False
+        r = self.rn.raft
+        if self._pump_term is None or r.state is not StateType.LEADER or r.term != self._pump_term:
+            return
+        self._flush_proposals()
+        self._send(self.rn.take_leader_messages())
+
+    def _flush_proposals(self) -> None:
+        """Step every queued proposal as one MsgProp; fail them all if this node cannot take them."""
+        if not self._proposals:
+            return
+        data, seqs = self._proposals, self._proposal_seqs
+        self._proposals, self._proposal_seqs = [], []
+        if self.is_leader:
+            try:
+                self.rn.propose_many(data)
+                return
+            except ProposalDroppedError:
+                pass
+        lead = self.leader
+        for seq in seqs:
+            fut = self._waiters.get(seq)
+            if fut is not None and not fut.done():
+                fut.set_exception(NotLeaderError(lead))
 
     def _on_unreachable(self, peer: int) -> None:
         self.rn.report_unreachable(peer)
@@ -172,21 +216,40 @@ class RaftNode:
         while True:
             await asyncio.sleep(self.config.tick_interval)
             self.rn.tick()
-            self._wake.set()
+            self._poke()
 
     async def _run(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            self._flush_proposals()
             while self.rn.has_ready():
                 await self._handle(self.rn.ready())
+                self._flush_proposals()
 
     async def _handle(self, rd: Ready) -> None:
         leader = self.is_leader
         if leader:
             self._send(rd.messages)
+        committed = rd.committed_entries
+        if rd.snapshot is None and committed:
+            # Committed entries this node has already saved (those before the Ready's own entries) are applied at
+            # once, not after this Ready's save: their proposers need not wait for another sync.
+            first_unsaved = rd.entries[0].index if rd.entries else committed[-1].index + 1
+            n = 0
+            while n < len(committed) and committed[n].index < first_unsaved:
+                self._apply(committed[n])
+                n += 1
+            committed = committed[n:]
         if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
-            await self.storage.save(rd.hard_state, rd.entries, rd.snapshot)
+            if leader:
+                self._pump_term = self.rn.raft.term
+                try:
+                    await self.storage.save(rd.hard_state, rd.entries, rd.snapshot)
+                finally:
+                    self._pump_term = None
+            else:
+                await self.storage.save(rd.hard_state, rd.entries, rd.snapshot)
         if not leader:
             self._send(rd.messages)
         if rd.snapshot is not None and rd.snapshot.metadata.index > self.applied:
@@ -194,7 +257,7 @@ class RaftNode:
             self.applied = rd.snapshot.metadata.index
             self._snap_index = self.applied
             self.conf_state.CopyFrom(rd.snapshot.metadata.conf_state)
-        for e in rd.committed_entries:
+        for e in committed:
             self._apply(e)
         self.rn.advance(rd)
         lead = self.leader

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 from aiowal.raft.messages import MT, NONE, is_local_msg, new_message
 from aiowal.raft.raft import Config, ProposalDroppedError, Raft, StateType
@@ -66,6 +67,14 @@ class RawNode:
         m = new_message(MT.MsgProp, NONE, self.raft.id, entries=[Entry(data=data)])
         self.raft.step(m)
 
+    def propose_many(self, data: Sequence[bytes]) -> None:
+        """Propose several payloads at once, in order: one MsgProp, so a leader sends them to each follower in one
+        MsgApp rather than one message per proposal. Raises ProposalDroppedError like ``propose`` (for all)."""
+        if not data:
+            return
+        m = new_message(MT.MsgProp, NONE, self.raft.id, entries=[Entry(data=d) for d in data])
+        self.raft.step(m)
+
     def propose_conf_change(self, cc: ConfChange) -> None:
         """Propose a single-server membership change. Once its entry is committed, call ``apply_conf_change``.
         The leader drops (replaces with an empty entry) a change proposed while an earlier one is unapplied."""
@@ -105,6 +114,18 @@ class RawNode:
         self.raft.step(new_message(MT.MsgSnapStatus, NONE, id_, reject=failed))
 
     # --- output ----------------------------------------------------------------------------------------------
+    def take_leader_messages(self) -> list[Message]:
+        """A leader's pending messages, to send now rather than with the next Ready (empty unless this node is the
+        leader). A leader may send before it has saved what it sends (its own copy counts towards a quorum only
+        once ``advance`` reports it saved), so it need not wait for the save of the Ready in hand: call this while
+        that save is in flight to start the followers' appends (and their syncs) right away. The messages of any
+        other role must wait for the save, as they may acknowledge state not yet durable."""
+        r = self.raft
+        if r.state is not StateType.LEADER or not r.msgs:
+            return []
+        msgs, r.msgs = r.msgs, []
+        return msgs
+
     def soft_state(self) -> SoftState:
         return SoftState(self.raft.lead, self.raft.state)
 
