@@ -47,6 +47,11 @@ class StateMachine(Protocol):
         ...
 
 
+def _expire(fut: asyncio.Future[object]) -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError())
+
+
 class NotLeaderError(Exception):
     """This node cannot take the request; ``leader`` is the known leader (0 if none)."""
 
@@ -138,25 +143,30 @@ class RaftNode:
     # --- requests ---------------------------------------------------------------------------------------------
     @property
     def leader(self) -> int:
-        return self.rn.soft_state().lead
+        return self.rn.raft.lead
 
     @property
     def is_leader(self) -> bool:
-        return self.rn.soft_state().raft_state == StateType.LEADER
+        return self.rn.raft.state is StateType.LEADER
 
     async def propose(self, data: bytes, timeout: float = 5.0) -> object:
         """Replicate ``data``; returns what the state machine's ``apply`` returned, once applied here."""
         if not self.is_leader:
             raise NotLeaderError(self.leader)
         seq = next(self._seq)
-        fut: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[object] = loop.create_future()
         self._waiters[seq] = fut
         self._proposals.append(_TAG.pack(self.config.node_id, seq) + data)
         self._proposal_seqs.append(seq)
         self._poke()
+        # A timer on the future itself: asyncio.wait_for costs a second future, callbacks and a timer per call,
+        # a good part of a proposal's cost when many are in flight.
+        timer = loop.call_later(timeout, _expire, fut)
         try:
-            return await asyncio.wait_for(fut, timeout)
+            return await fut
         finally:
+            timer.cancel()
             self._waiters.pop(seq, None)
 
     async def read_barrier(self, timeout: float = 5.0) -> None:
