@@ -230,3 +230,54 @@ def test_async_disk_storage_is_a_storage(tmp_path: Path) -> None:
             await st.close()
 
     assert asyncio.run(main()) == [b"p", b"q"]
+
+
+def test_propose_many_sends_one_append() -> None:
+    """Proposals stepped together go to each follower in one MsgApp, in order."""
+    st = MemoryStorage()
+    rn = node(st, voters=(1, 2, 3))
+    rn.campaign()
+    handle_all(rn, st)
+    rn.step(new_message(MT.MsgVoteResp, 1, 2, term=1))
+    rd = handle(rn, st)
+    for f in (2, 3):
+        rn.step(new_message(MT.MsgAppResp, 1, f, term=1, index=rd.entries[-1].index))
+    handle_all(rn, st)
+    rn.propose_many([b"a", b"b", b"c"])
+    rd = rn.ready()
+    assert [e.data for e in rd.entries] == [b"a", b"b", b"c"]
+    apps = [m for m in rd.messages if m.type == MT.MsgApp]
+    assert sorted(m.to for m in apps) == [2, 3]
+    assert all([e.data for e in m.entries] == [b"a", b"b", b"c"] for m in apps)
+    rn.advance(rd)
+
+
+def test_take_leader_messages_only_for_a_leader() -> None:
+    """A leader's messages can be taken ahead of the next Ready (while a save is in flight); a candidate's cannot:
+    its vote requests must wait until its term and vote are saved."""
+    st = MemoryStorage()
+    rn = node(st, voters=(1, 2, 3))
+    rn.campaign()
+    assert rn.take_leader_messages() == []  # a candidate
+    rd = handle(rn, st)
+    assert [m.type for m in rd.messages] == [MT.MsgVote, MT.MsgVote]
+    rn.step(new_message(MT.MsgVoteResp, 1, 2, term=1))
+    rd = handle(rn, st)
+    for f in (2, 3):
+        rn.step(new_message(MT.MsgAppResp, 1, f, term=1, index=rd.entries[-1].index))
+    handle_all(rn, st)
+    rn.propose(b"x")
+    rd = rn.ready()
+    assert [e.data for e in rd.entries] == [b"x"]
+    assert [m.type for m in rd.messages] == [MT.MsgApp, MT.MsgApp]
+    # The save of rd is in flight; another proposal comes in: its MsgApps may go out now, before rd is saved.
+    rn.propose(b"y")
+    msgs = rn.take_leader_messages()
+    assert [m.type for m in msgs] == [MT.MsgApp, MT.MsgApp]
+    assert all([e.data for e in m.entries] == [b"y"] for m in msgs)
+    assert rn.raft.raft_log.committed == rd.entries[0].index - 1  # nothing counted on the unsaved copy
+    st.save(rd.hard_state, rd.entries, rd.snapshot)
+    rn.advance(rd)
+    rd = rn.ready()
+    assert [e.data for e in rd.entries] == [b"y"]
+    assert rd.messages == []
