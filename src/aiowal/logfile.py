@@ -16,7 +16,8 @@ from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import accumulate, chain, repeat
-from operator import add, attrgetter, lshift, or_
+from operator import add, and_, attrgetter, itemgetter, lshift, or_
+from typing import Any
 
 from crc32c import crc32c as _crc32c
 
@@ -49,6 +50,8 @@ log = logging.getLogger(__name__)
 
 IOV_MAX = 1024  # an even number: a chunk of records never splits a length prefix from its payload
 _DATA, _TERM, _INDEX, _TYPE = (attrgetter(name) for name in ("data", "term", "index", "type"))
+_FIRST = itemgetter(0)
+_MAX_ENTRY_OVERHEAD = 39  # entry_size(term, index, type, n) - n is at most this (three 10-byte varints, tags, length)
 _ZERO_SLOT_AREA = memoryview(bytes(SLOT_AREA))
 
 
@@ -268,47 +271,87 @@ class LogFile:
 
     def read(self, s: int, stop: int, hi: int, budget: int, out: list[Entry]) -> int:
         """Append entries from slots ``[s, stop)`` with index < ``hi`` to ``out``, spending ``budget`` bytes of
-        protobuf size (``UNLIMITED``: no limit); returns the budget left, or -1 once the size limit stopped it."""
+        protobuf size (``UNLIMITED``: no limit); returns the budget left, or -1 once the size limit stopped it.
+
+        Slots, lengths and payload slices are decoded by C-level passes over the whole range; only building the
+        ``Entry`` objects is a Python loop."""
         mm = self.mm
         assert mm is not None
         if self.contiguous and self.count:
             stop = min(stop, max(s, hi - self.first))  # no slot at or past hi: nothing to test per entry
-        size = self.size
+        if stop <= s:
+            return budget
+        table = array("Q")
+        table.frombytes(mm[s * SLOT_SIZE : stop * SLOT_SIZE])
+        table.byteswap()
+        indexes = table[1::4]
+        if not self.contiguous:
+            cut = bisect.bisect_left(indexes, hi)  # indexes rise strictly within a file (checked on open)
+            indexes = indexes[:cut]
+        take = len(indexes)
+        if not take:
+            return budget
+        terms, offs, words = table[0 : 4 * take : 4], table[2 : 4 * take : 4], table[3 : 4 * take : 4]
+        try:
+            lens = list(map(_FIRST, map(U32.unpack_from, repeat(mm), offs)))
+        except (struct.error, OverflowError) as exc:  # OverflowError: an offset beyond 2**63
+            raise CorruptionError(f"{self.path}: a data offset points past the end of the file ({exc})") from exc
+        begins = list(map(add, offs, repeat(4)))
+        ends = list(map(add, begins, lens))
+        if max(ends) > self.size:
+            k = next(k for k, end in enumerate(ends) if end > self.size)
+            raise CorruptionError(f"{self.path}: offset {offs[k]}: record of {lens[k]} bytes runs past end of file")
+        types = list(map(and_, words, repeat(TYPE_MASK)))
+        if max(types) > 2:
+            types = [signed_type(t) for t in types]  # the raw value, as Dgraph reads it (int32 of the low bits)
+        more = indexes[-1] == self.last and hi > self.last + 1  # the caller goes on to the next file
+        if budget < UNLIMITED and (more or sum(lens) + _MAX_ENTRY_OVERHEAD * take > budget):
+            spent = 0
+            for k, cost in enumerate(map(entry_size, terms, indexes, types, lens)):
+                if (out or k) and cost > budget:
+                    take, spent = k, -1
+                    break
+                budget -= cost
+            if spent < 0:
+                self._build(terms, indexes, types, begins, ends, take, out)
+                return -1
+        self._build(terms, indexes, types, begins, ends, take, out)
+        return budget
+
+    def _build(
+        self,
+        terms: array[int],
+        indexes: array[int],
+        types: list[Any],  # ints, set as the closed EntryType enum (a bad value raises ValueError)
+        begins: list[int],
+        ends: list[int],
+        take: int,
+        out: list[Entry],
+    ) -> None:
+        """Append ``Entry`` objects for the first ``take`` decoded slots to ``out``."""
+        mm = self.mm
+        assert mm is not None
+        datas = list(map(mm.__getitem__, map(slice, begins[:take], ends[:take])))
         key = self.data_key
-        unpack_len = U32.unpack_from
-        limited = budget < UNLIMITED
-        add = out.append
+        if key is not None:
+            base_iv = self.base_iv
+            datas = [
+                aes_ctr(key, base_iv + U64.pack(b - 4), d) if d else d for b, d in zip(begins, datas, strict=False)
+            ]
+        add_entry = out.append
         new_entry = Entry
         try:
-            for term, index, off, word in SLOT.iter_unpack(mm[s * SLOT_SIZE : stop * SLOT_SIZE]):
-                if index >= hi:
-                    break
-                n = unpack_len(mm, off)[0]
-                begin = off + 4
-                end = begin + n
-                if end > size:
-                    raise CorruptionError(f"{self.path}: offset {off}: record of {n} bytes runs past end of file")
-                etype = word & TYPE_MASK
-                if etype > 2:
-                    etype = signed_type(etype)
-                if limited:
-                    cost = entry_size(term, index, etype, n)
-                    if out and cost > budget:
-                        return -1
-                    budget -= cost
-                # Setting the fields one by one is ~15% faster than Entry(term=..., ...) with upb's protobuf.
+            # Setting the fields one by one is faster than Entry(term=..., ...) with upb's protobuf.
+            for term, index, etype, data in zip(terms, indexes, types, datas, strict=False):  # datas: ``take``
                 e = new_entry()
                 e.term = term
                 e.index = index
-                e.type = etype  # the raw value, as Dgraph reads it (int32 of the low 32 bits)
-                if n:
-                    e.data = mm[begin:end] if key is None else aes_ctr(key, self.base_iv + U64.pack(off), mm[begin:end])
-                add(e)
-        except (struct.error, OverflowError) as exc:  # OverflowError: an offset beyond 2**63
-            raise CorruptionError(f"{self.path}: a data offset points past the end of the file ({exc})") from exc
+                e.type = etype
+                if data:
+                    e.data = data
+                add_entry(e)
         except ValueError as exc:  # e.type = etype: raftpb.EntryType is a closed proto2 enum
             raise CorruptionError(f"{self.path}: an entry's type is not an EntryType ({exc})") from exc
-        return budget
 
     def verify_record(self, s: int) -> str | None:
         """A description of what is wrong with slot ``s``'s record, or None (used by ``aiowal verify``)."""
