@@ -48,9 +48,12 @@ from aiowal.raftpb import Entry
 
 log = logging.getLogger(__name__)
 
-IOV_MAX = 1024  # an even number: a chunk of records never splits a length prefix from its payload
+IOV_MAX = 1024
 _DATA, _TERM, _INDEX, _TYPE = (attrgetter(name) for name in ("data", "term", "index", "type"))
 _FIRST = itemgetter(0)
+# What an append writes: records (length prefix, payload, ...), slot bytes, new data end, entries, first and last
+# index, last term.
+_Packed = tuple[list[bytes], bytes, int, int, int, int, int]
 _MAX_ENTRY_OVERHEAD = 39  # entry_size(term, index, type, n) - n is at most this (three 10-byte varints, tags, length)
 _ZERO_SLOT_AREA = memoryview(bytes(SLOT_AREA))
 
@@ -373,12 +376,52 @@ class LogFile:
         Dgraph's rotation rule (30,000 slots, 1 GiB of data) says the next file begins; returns where it stopped.
 
         An entry too big for the data cap still goes into an empty file (Dgraph would leave an empty file
-        behind, bug B11). Every per-entry step is a ``map`` over C functions: this runs for every entry written,
-        and a Python-level loop body costs more than the packing itself."""
+        behind, bug B11)."""
         stop = min(len(entries), start + self.max_entries - self.count)
         if start >= stop:
             return start
-        batch = entries[start:stop] if start or stop < len(entries) else entries
+        if stop - start == 1:
+            packed = self._pack_one(entries[start])
+        else:
+            packed = self._pack_many(entries[start:stop] if start or stop < len(entries) else entries)
+        if packed is None:
+            return start
+        records, slots, end, count, first, last, last_term = packed
+        if end > self.size:
+            self._grow(end)
+        at = self.data_end
+        for i in range(0, len(records), IOV_MAX):
+            chunk = records[i : i + IOV_MAX]
+            self.fs.pwritev(self.fd, chunk, at)
+            at += sum(map(len, chunk))
+        self.fs.pwrite(self.fd, slots, self.count * SLOT_SIZE)
+        if self.count == 0:
+            self.first = first
+            self.contiguous = True
+        elif first != self.last + 1:
+            self.contiguous = False
+        self.count += count
+        self.last = last
+        self.last_term = last_term
+        self.data_end = end
+        return start + count
+
+    def _pack_one(self, e: Entry) -> _Packed | None:
+        """Records and slot of one entry (the common Raft save), or None when it must go to the next file."""
+        data = e.data
+        n = len(data)
+        off = self.data_end
+        if off + 4 + n > MAX_DATA_END and self.count:
+            return None
+        term, index, etype = e.term, e.index, e.type  # the entry type is a closed proto2 enum, 0..2
+        if self.data_key is not None and n:
+            data = aes_ctr(self.data_key, self.base_iv + U64.pack(off), data)
+        crc = _crc32c(data, _crc32c(CRC_HEADER.pack(term, index, off, etype, n)))
+        return [U32.pack(n), data], SLOT.pack(term, index, off, (crc << 32) | etype), off + 4 + n, 1, index, index, term
+
+    def _pack_many(self, batch: Sequence[Entry]) -> _Packed | None:
+        """Records and slots of the entries of ``batch`` that fit in this file (None if none does). Every
+        per-entry step is a ``map`` over C functions: a Python loop body would cost more than the packing."""
         datas = list(map(_DATA, batch))
         lens = list(map(len, datas))
         # ends[k] is where record k starts, ends[k + 1] where it ends (4-byte length prefix + payload).
@@ -388,7 +431,7 @@ class LogFile:
             if fit == 0 and self.count == 0:
                 fit = 1
             if fit == 0:
-                return start
+                return None
             batch, datas, lens, ends = batch[:fit], datas[:fit], lens[:fit], ends[: fit + 1]
         offs = ends[:-1]
         terms = list(map(_TERM, batch))
@@ -401,25 +444,7 @@ class LogFile:
         words = map(or_, map(lshift, crcs, repeat(32)), types)
         slots = b"".join(map(SLOT.pack, terms, indexes, offs, words))
         records = list(chain.from_iterable(zip(map(U32.pack, lens), datas, strict=True)))
-        end = ends[-1]
-        if end > self.size:
-            self._grow(end)
-        at = ends[0]
-        for i in range(0, len(records), IOV_MAX):
-            chunk = records[i : i + IOV_MAX]
-            self.fs.pwritev(self.fd, chunk, at)
-            at = ends[(i + len(chunk)) // 2]
-        self.fs.pwrite(self.fd, slots, self.count * SLOT_SIZE)
-        if self.count == 0:
-            self.first = indexes[0]
-            self.contiguous = True
-        elif indexes[0] != self.last + 1:
-            self.contiguous = False
-        self.count += len(batch)
-        self.last = indexes[-1]
-        self.last_term = terms[-1]
-        self.data_end = end
-        return start + len(batch)
+        return records, slots, ends[-1], len(batch), indexes[0], indexes[-1], terms[-1]
 
     def _grow(self, needed_end: int) -> None:
         self.resize(grown_size(self.size, needed_end))

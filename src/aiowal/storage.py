@@ -556,6 +556,12 @@ def _check_info(info: object) -> MetaInfo:
 def _check_entries(ents: Sequence[Entry]) -> None:
     """Every item a ``raftpb.Entry``, indexes contiguous and not 0: C-level passes first, a loop only to name the
     culprit."""
+    if len(ents) == 1:  # the common Raft save: skip the set-up of the passes below
+        if not isinstance(ents[0], Entry):
+            raise TypeError(f"entries must be raftpb.Entry, not {type(ents[0]).__name__}")
+        if ents[0].index == 0:
+            raise ValueError("entry index 0 is not valid")
+        return
     if not ents:
         return
     if set(map(type, ents)) != {Entry}:
