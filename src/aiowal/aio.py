@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 _SAMPLES = 10_000
 
 
-@dataclass
+@dataclass(slots=True)
 class _Request:
     kind: str
     args: tuple[Any, ...]
@@ -146,7 +146,11 @@ class AsyncDiskStorage:
                 raise StorageClosedError(f"{self._st.path}: storage is closed")
             raise StorageFailedError(f"{self._st.path}: the writer task has stopped")
         fut: asyncio.Future[None] = self._loop.create_future()
-        await self._queue.put(_Request(kind, args, fut, n_entries))
+        req = _Request(kind, args, fut, n_entries)
+        if self._queue.full():
+            await self._queue.put(req)  # backpressure: wait for room
+        else:
+            self._queue.put_nowait(req)  # no coroutine to create and drive: most calls
         # Once queued, a request lands whole: cancelling the caller cancels only ``fut`` (its wait), and the writer
         # never looks at whether anyone still waits. (No ``shield``: it costs a loop iteration per save.)
         await fut
