@@ -1,7 +1,7 @@
 """The unit a write is split into: file changes through the page cache, then a blocking ``SyncStep``.
 
-The synchronous API runs each step at once; ``AsyncDiskStorage`` runs them in an executor so that no
-``fdatasync`` ever blocks the event loop.
+The synchronous API runs each step at once; ``AsyncDiskStorage`` runs them in its sync thread so that no
+``fdatasync`` or unlink ever blocks the event loop.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 A write is split into steps so that the same code serves the synchronous API and the asyncio writer: each step
 changes files through the page cache, and every ``fdatasync`` it needs is handed out as a ``SyncStep`` that the
-caller runs (at once here, in an executor in ``AsyncDiskStorage``). Durability order inside a save: snapshot,
+caller runs (at once here, in its sync thread in ``AsyncDiskStorage``). Durability order inside a save: snapshot,
 entries, HardState; a HardState never reaches the disk before the entries its commit index covers.
 """
 
