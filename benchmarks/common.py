@@ -153,11 +153,16 @@ def compare(
     a: Mapping[str, Any], b: Mapping[str, Any], target: float | None = None, note: str | None = None
 ) -> dict[str, Any]:
     """``ratio`` of two ``summary`` results (median over median), plus the median of the per-round ratios (each
-    round's sample of ``a`` over the same round's sample of ``b``): steadier when the machine's speed drifts."""
+    round's sample of ``a`` over the same round's sample of ``b``): steadier when the machine's speed drifts.
+    A target counts as met only when both estimates meet it: on a machine whose speed drifts within a run, one of
+    them alone can pass by luck."""
     out = ratio(a["median"], b["median"], target, note=note)
     pairs = [x / y for x, y in zip(a["samples"], b["samples"], strict=True) if y]
     if pairs:
-        out["paired_median"] = sig(statistics.median(pairs), 4)
+        paired = sig(statistics.median(pairs), 4)
+        out["paired_median"] = paired
+        if target is not None:
+            out["met"] = bool(out["met"] and paired >= target)
     return out
 
 
