@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import logging
 import os
+from dataclasses import dataclass
 
 from aiowal.errors import CorruptionError
 from aiowal.format import (
@@ -66,6 +67,16 @@ def normalize_snapshot(snap: Snapshot) -> Snapshot:
     """``snap`` with gogo's always-emitted fields set, keeping ``data`` only if the caller set it."""
     data = snap.data if snap.HasField("data") else None
     return full_snapshot(data, snap.metadata.index, snap.metadata.term, snap.metadata.conf_state)
+
+
+@dataclass(frozen=True)
+class NewMetaFile:
+    """A wal.meta written and renamed into place, not yet adopted in memory."""
+
+    fd: int
+    size: int
+    snapshot: Snapshot
+    floor_fid: int
 
 
 class Meta:
@@ -183,8 +194,10 @@ class Meta:
         self.fs.pwrite(self.fd, U32.pack(len(raw)) + raw, HARD_STATE_OFFSET)
         self.hard_state = full
 
-    def store_snapshot(self, snap: Snapshot, floor_fid: int | None, durable: bool) -> None:
-        """Replace the snapshot (and optionally the live-file floor) by rewriting the file and renaming it."""
+    def write_snapshot_file(self, snap: Snapshot, floor_fid: int | None) -> NewMetaFile:
+        """The blocking half of a snapshot switch: write a copy of wal.meta holding ``snap`` (and optionally a new
+        live-file floor) to a temp file, sync it and rename it over wal.meta. Nothing in memory changes: ``adopt``
+        the result next, on the thread that serves reads, so that no reader ever sees half of the switch."""
         snap = normalize_snapshot(snap)
         proto = snap.SerializeToString()
         raw = bytearray(self.fs.pread(self.fd, self.size, 0))
@@ -212,14 +225,22 @@ class Meta:
         except BaseException:
             self.fs.close(fd)
             raise
-        # From here on wal.meta is the new file, whatever else fails.
-        old, self.fd = self.fd, fd
+        return NewMetaFile(fd, size, snap, floor)
+
+    def adopt(self, new: NewMetaFile) -> None:
+        """The in-memory half of a snapshot switch (see ``write_snapshot_file``): wal.meta is the new file."""
+        old, self.fd = self.fd, new.fd
         self.fs.close(old)
-        self.size = size
-        self.snapshot = snap
-        self.floor_fid = floor
-        self.uints[MetaInfo.SNAPSHOT_INDEX] = index
-        self.uints[MetaInfo.SNAPSHOT_TERM] = term
+        self.size = new.size
+        self.snapshot = new.snapshot
+        self.floor_fid = new.floor_fid
+        self.uints[MetaInfo.SNAPSHOT_INDEX] = new.snapshot.metadata.index
+        self.uints[MetaInfo.SNAPSHOT_TERM] = new.snapshot.metadata.term
+
+    def store_snapshot(self, snap: Snapshot, floor_fid: int | None, durable: bool) -> None:
+        """Replace the snapshot in one go: ``write_snapshot_file``, ``adopt``, and with ``durable`` a directory
+        sync so that the rename itself is on disk."""
+        self.adopt(self.write_snapshot_file(snap, floor_fid))
         if durable:
             self.fs.fsync_dir(self.dir)
 

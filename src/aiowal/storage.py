@@ -29,7 +29,7 @@ from aiowal.errors import SnapOutOfDateError as SnapOutOfDateError
 from aiowal.format import META_NAME
 from aiowal.fs import DEFAULT_FS, FS
 from aiowal.keyregistry import KeyRegistry, check_key
-from aiowal.meta import META_TMP_NAME, Meta, MetaInfo, full_hard_state, full_snapshot
+from aiowal.meta import META_TMP_NAME, Meta, MetaInfo, NewMetaFile, full_hard_state, full_snapshot
 from aiowal.raftpb import ConfState, Entry, HardState, Snapshot
 from aiowal.steps import Steps, SyncStep
 from aiowal.wal import Wal
@@ -405,10 +405,15 @@ class DiskStorage:
             yield from self._wal.append_steps(plan.entries)
 
     def _meta_rewrite(self, snap: Snapshot, floor: int | None, durable: bool) -> Steps:
-        """Switch wal.meta to one holding ``snap``: the whole rewrite (temp file, its sync, rename, and when
-        durable the directory sync) is one blocking step."""
+        """Switch wal.meta to one holding ``snap``: the file work (temp file, its sync, rename) is one blocking step,
+        the switch in memory follows it, and with ``durable`` the directory sync is a second step."""
         meta = self._meta
-        yield lambda: meta.store_snapshot(snap, floor, durable)
+        written: list[NewMetaFile] = []
+        yield lambda: written.append(meta.write_snapshot_file(snap, floor))
+        meta.adopt(written[0])  # here, not in the step: a reader sees the old snapshot or the new, never a mix
+        if durable:
+            fs, path = self._fs, self.path
+            yield lambda: fs.fsync_dir(path)
 
     def apply_hard_state(self, plan: SavePlan) -> bool:
         """Write the plan's HardState in place; returns whether it must be synced (term or vote changed)."""
