@@ -32,6 +32,7 @@ from aiowal import (
 from aiowal.format import DATA_START, LOG_FILE_SIZE, MAX_DATA_END
 from aiowal.fs import FS
 from aiowal.logfile import LogFile
+from aiowal.raft import Config, RawNode
 from aiowal.raftpb import ConfState, Entry, EntryType, HardState, Snapshot, SnapshotMetadata
 
 KEY = b"badger16byteskey"
@@ -789,7 +790,9 @@ def test_gap_writes_nothing(tmp_path: Path) -> None:
     after = state(st)
     st = reopened(st)
     assert state(st) == after
-    assert st.hard_state() == HardState(term=1, vote=1, commit=1)
+    # The stored HardState is untouched (commit 1); it is reported at the snapshot index, 2, below which no commit
+    # can be (see test_commit_below_the_snapshot_is_reported_at_the_snapshot).
+    assert st.hard_state() == HardState(term=1, vote=1, commit=2)
     st.close()
 
 
@@ -1143,3 +1146,19 @@ def test_open_creates_directory(tmp_path: Path) -> None:
         assert st.initial_state() == (HardState(term=0, vote=0, commit=0), ConfState())
     assert sorted(p.name for p in d.iterdir()) == ["00001.wal", "wal.meta"]
     assert (d / "wal.meta").stat().st_size == 1 << 20
+
+
+def test_commit_below_the_snapshot_is_reported_at_the_snapshot(tmp_path: Path) -> None:
+    """A kill between a save's snapshot switch of wal.meta and its HardState leaves a stored commit below the
+    snapshot index (the soak of the Raft cluster hit it). A snapshot holds only committed entries: the commit is
+    reported at the snapshot index, and a Raft node starts from the directory."""
+    with DiskStorage.open(tmp_path, hard_sync=True) as st:
+        st.save(HardState(term=2, vote=1, commit=3), [E(i, 2, b"x") for i in range(1, 9)])
+        # The snapshot half of a save whose HardState (commit 8) never reached wal.meta.
+        st.save(snapshot=snap(8, 2, b"state"))
+    with DiskStorage.open(tmp_path) as st:
+        assert st.hard_state() == HardState(term=2, vote=1, commit=8)
+        assert st.initial_state()[0].commit == 8
+        assert st.repairs == []  # a reading rule, not a repair: wal.meta is not changed
+        rn = RawNode(Config(id=1, storage=st, voters=(1,), rng=random.Random(1)))
+        assert rn.raft.raft_log.committed == 8

@@ -222,6 +222,10 @@ class DiskStorage:
             hs = full_hard_state(self._meta.hard_state)
             if self._commit_clamp is not None and hs.commit > self._commit_clamp:
                 hs.commit = self._commit_clamp
+            # Never below the snapshot: a snapshot holds only committed entries (Raft cannot start otherwise). An
+            # empty HardState stays empty, as Dgraph returns it: Raft does not load one (etcd's IsEmptyHardState).
+            if hs.term or hs.vote or hs.commit:
+                hs.commit = max(hs.commit, self._meta.snapshot_index)
             return hs
 
     def first_index(self) -> int:
