@@ -62,6 +62,20 @@ async def put(nodes: dict[int, RaftNode], k: str, v: str) -> None:
     raise AssertionError(f"write {k} never acknowledged")
 
 
+async def converge_and_stop(
+    nodes: dict[int, RaftNode], sms: dict[int, KV], want: dict[str, str], seconds: float
+) -> None:
+    """Wait until every node's state machine holds ``want`` (each must, within ``seconds``), then stop them all."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    while loop.time() < end and any(sm.data != want for sm in sms.values()):
+        await asyncio.sleep(0.02)
+    for i, sm in sms.items():
+        assert sm.data == want, f"node {i} diverged"
+    for node in nodes.values():
+        await node.stop()
+
+
 def test_three_nodes_survive_leader_loss_and_catch_up(tmp_path: Path) -> None:
     async def main() -> tuple[int, int]:
         ports = free_ports(3)
@@ -85,14 +99,7 @@ def test_three_nodes_survive_leader_loss_and_catch_up(tmp_path: Path) -> None:
         # The survivors compacted past the old leader's log: only a snapshot can bring it back.
         assert all(n.storage.first_index() > old_last + 1 for n in nodes.values())
         nodes[old_id] = await start(old_id, peers, tmp_path, sms)
-        loop = asyncio.get_running_loop()
-        end = loop.time() + 15
-        while loop.time() < end and any(sms[i].data != acked for i in peers):
-            await asyncio.sleep(0.05)
-        for i in peers:
-            assert sms[i].data == acked, f"node {i} diverged"
-        for node in nodes.values():
-            await node.stop()
+        await converge_and_stop(nodes, sms, acked, seconds=15)
         return old_id, old_last
 
     old_id, old_last = asyncio.run(main())
@@ -128,13 +135,6 @@ def test_concurrent_proposals_are_batched_and_all_applied(tmp_path: Path) -> Non
         assert len(set(flat)) == len(flat) == 32 * 20
         assert all(r == sorted(r) for r in results)  # a client's writes are applied in its order
         assert leader.storage.stats()["saves"] < len(flat)  # proposals shared saves
-        loop = asyncio.get_running_loop()
-        end = loop.time() + 10
-        while loop.time() < end and any(sms[i].data != expected for i in peers):
-            await asyncio.sleep(0.02)
-        for i in peers:
-            assert sms[i].data == expected, f"node {i} diverged"
-        for node in nodes.values():
-            await node.stop()
+        await converge_and_stop(nodes, sms, expected, seconds=10)
 
     asyncio.run(main())
