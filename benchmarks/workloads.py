@@ -20,7 +20,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -167,42 +167,34 @@ def _write_all(fd: int, buf: bytes) -> None:
 
 def plain_loop(path: str, seconds: float, data: bytes, prealloc: bool = True) -> Result:
     """The single-caller floor: pack one entry, write it, fdatasync, repeat."""
-    fd = _plain_open(path, prealloc)
-    write, fdatasync = _writer(fd, prealloc), os.fdatasync
-    try:
-        i = 1
-        start = time.perf_counter()
-        deadline = start + seconds
-        while True:
-            write(pack_floor([Entry(term=1, index=i, type=EntryNormal, data=data)]))
-            fdatasync(fd)
-            i += 1
-            if time.perf_counter() >= deadline:
-                break
-        elapsed = time.perf_counter() - start
-    finally:
-        os.close(fd)
-    return Result((i - 1) / elapsed, i - 1)
+    return _plain_run(path, seconds, prealloc, lambda i: [Entry(term=1, index=i, type=EntryNormal, data=data)], 1)
 
 
 def plain_batches(path: str, pool: BatchPool, seconds: float, prealloc: bool = True) -> Result:
     """The batch floor: pack a batch, one write, one fdatasync; ops are entries."""
+    return _plain_run(path, seconds, prealloc, pool.get, pool.per_batch)
+
+
+def _plain_run(
+    path: str, seconds: float, prealloc: bool, batch: Callable[[int], Sequence[Entry]], per_batch: int
+) -> Result:
+    """Pack ``batch(k)`` for k = 1, 2, ..., write it, fdatasync, until ``seconds`` have passed; ops are entries."""
     fd = _plain_open(path, prealloc)
-    write = _writer(fd, prealloc)
+    write, fdatasync = _writer(fd, prealloc), os.fdatasync
     try:
         k = 0
         start = time.perf_counter()
         deadline = start + seconds
         while True:
-            write(pack_floor(pool.get(k + 1)))
-            os.fdatasync(fd)
+            write(pack_floor(batch(k + 1)))
+            fdatasync(fd)
             k += 1
             if time.perf_counter() >= deadline:
                 break
         elapsed = time.perf_counter() - start
     finally:
         os.close(fd)
-    return Result(k * pool.per_batch / elapsed, k * pool.per_batch)
+    return Result(k * per_batch / elapsed, k * per_batch)
 
 
 def plain_threads(path: str, threads: int, seconds: float, data: bytes) -> Result:

@@ -486,16 +486,20 @@ def _type_errors(st: DiskStorage) -> list[Callable[[], object]]:
     ]
 
 
-def test_wrong_argument_types(tmp_path: Path) -> None:
-    st = _ready(tmp_path)
-    calls = _type_errors(st)
+def _all_refused(st: DiskStorage, tmp_path: Path, calls: list[Callable[[], object]], error: type[Exception]) -> None:
+    """Each call raises ``error`` and changes nothing, in memory or (after a reopen) on disk."""
     for call in calls:
-        with pytest.raises(TypeError):
+        with pytest.raises(error):
             call()
         _unchanged(st)
     st.close()
     with DiskStorage.open(tmp_path) as st:
         _unchanged(st)
+
+
+def test_wrong_argument_types(tmp_path: Path) -> None:
+    st = _ready(tmp_path)
+    _all_refused(st, tmp_path, _type_errors(st), TypeError)
 
 
 def test_negative_indexes(tmp_path: Path) -> None:
@@ -510,13 +514,7 @@ def test_negative_indexes(tmp_path: Path) -> None:
         lambda: st.set_uint(MetaInfo.CHECKPOINT_INDEX, -5),
         lambda: st.uint(-1),  # type: ignore[arg-type]
     ]
-    for call in calls:
-        with pytest.raises(ValueError):
-            call()
-        _unchanged(st)
-    st.close()
-    with DiskStorage.open(tmp_path) as st:
-        _unchanged(st)
+    _all_refused(st, tmp_path, calls, ValueError)
 
 
 def test_errors_are_storage_errors() -> None:

@@ -41,6 +41,7 @@ from aiowal.format import (
     grown_size,
     record_crc,
     signed_type,
+    type_word,
 )
 from aiowal.fs import FS
 from aiowal.keyregistry import aes_ctr
@@ -218,7 +219,7 @@ class LogFile:
         types = map(and_, words, repeat(TYPE_MASK))
         stored = list(map(rshift, words, repeat(32)))
         datas = map(mm.__getitem__, map(slice, begins, ends))
-        crcs = map(_crc32c, datas, map(_crc32c, map(CRC_HEADER.pack, terms, indexes, offs, types, lens)))
+        crcs = map(_crc32c, datas, map(_crc32c, map(CRC_HEADER.pack, terms, indexes, offs, types, lens)))  # record_crc
         # A stored CRC of 0 is a slot written by Dgraph (no CRC to check); the others must match, or be the mark of
         # a dropped record (checked one by one below).
         suspects = compress(range(n), map(and_, map(bool, stored), map(ne, crcs, stored)))
@@ -340,15 +341,11 @@ class LogFile:
             types = [signed_type(t) for t in types]  # the raw value, as Dgraph reads it (int32 of the low bits)
         more = indexes[-1] == self.last and hi > self.last + 1  # the caller goes on to the next file
         if budget < UNLIMITED and (more or sum(lens) + _MAX_ENTRY_OVERHEAD * take > budget):
-            spent = 0
             for k, cost in enumerate(map(entry_size, terms, indexes, types, lens)):
                 if (out or k) and cost > budget:
-                    take, spent = k, -1
-                    break
+                    self._build(terms, indexes, types, begins, ends, k, out)
+                    return -1
                 budget -= cost
-            if spent < 0:
-                self._build(terms, indexes, types, begins, ends, take, out)
-                return -1
         self._build(terms, indexes, types, begins, ends, take, out)
         return budget
 
@@ -447,8 +444,8 @@ class LogFile:
         term, index, etype = e.term, e.index, e.type  # the entry type is a closed proto2 enum, 0..2
         if self.data_key is not None and n:
             data = aes_ctr(self.data_key, self.base_iv + U64.pack(off), data)
-        crc = _crc32c(data, _crc32c(CRC_HEADER.pack(term, index, off, etype, n)))
-        return [U32.pack(n), data], SLOT.pack(term, index, off, (crc << 32) | etype), off + 4 + n, 1, index, index, term
+        word = type_word(etype, record_crc(term, index, off, etype, data))
+        return [U32.pack(n), data], SLOT.pack(term, index, off, word), off + 4 + n, 1, index, index, term
 
     def _pack_many(self, batch: Sequence[Entry]) -> _Packed | None:
         """Records and slots of the entries of ``batch`` that fit in this file (None if none does). Every
@@ -471,6 +468,7 @@ class LogFile:
         if self.data_key is not None:
             key, base_iv = self.data_key, self.base_iv
             datas = [aes_ctr(key, base_iv + U64.pack(o), d) if d else d for o, d in zip(offs, datas, strict=True)]
+        # format.record_crc and format.type_word, as C-level passes over the batch
         crcs = map(_crc32c, datas, map(_crc32c, map(CRC_HEADER.pack, terms, indexes, offs, types, lens)))
         words = map(or_, map(lshift, crcs, repeat(32)), types)
         slots = b"".join(map(SLOT.pack, terms, indexes, offs, words))

@@ -237,13 +237,6 @@ class Meta:
         self.uints[MetaInfo.SNAPSHOT_INDEX] = new.snapshot.metadata.index
         self.uints[MetaInfo.SNAPSHOT_TERM] = new.snapshot.metadata.term
 
-    def store_snapshot(self, snap: Snapshot, floor_fid: int | None, durable: bool) -> None:
-        """Replace the snapshot in one go: ``write_snapshot_file``, ``adopt``, and with ``durable`` a directory
-        sync so that the rename itself is on disk."""
-        self.adopt(self.write_snapshot_file(snap, floor_fid))
-        if durable:
-            self.fs.fsync_dir(self.dir)
-
     def sync(self) -> None:
         self.fs.fdatasync(self.fd)
 

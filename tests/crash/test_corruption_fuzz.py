@@ -227,6 +227,23 @@ def _outcome(fn: Any) -> str:
     return "ok"
 
 
+def _check_files(files: dict[str, Content], key: bytes | None, base: str, what: str) -> str:
+    """Write ``files`` into a fresh scratch directory and ``check_directory`` it (a write too, unless the base is a
+    Dgraph directory); anything wrong fails with ``what`` in the message."""
+    d = os.path.join(scratch_base(), f"aiowal-fuzz-{uuid.uuid4().hex[:12]}")
+    os.makedirs(d)
+    try:
+        for name, c in files.items():
+            c.materialize(os.path.join(d, name))
+        try:
+            with _alarm(20):
+                return check_directory(d, key, not base.startswith("dgraph-"))
+        except Exception as exc:
+            raise AssertionError(f"{what}: {type(exc).__name__}: {exc}") from exc
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def check_directory(d: str, key: bytes | None, write_after: bool) -> str:
     """Open ``d`` read-only and writable and read everything; returns the outcome, raises on anything wrong.
     With ``write_after``, a directory that opens must also take a write that a reopen shows."""
@@ -296,19 +313,7 @@ def corrupted_directories(n: int) -> None:
     def one_case(base: str, muts: list[tuple[str, int, int, int, int]]) -> None:
         files = {k: v.copy() for k, v in bases[base][0].items()}
         done = _mutate(files, muts)
-        d = os.path.join(scratch_base(), f"aiowal-fuzz-{uuid.uuid4().hex[:12]}")
-        os.makedirs(d)
-        try:
-            for name, c in files.items():
-                c.materialize(os.path.join(d, name))
-            try:
-                with _alarm(20):
-                    outcome = check_directory(d, bases[base][1], not base.startswith("dgraph-"))
-            except Exception as exc:
-                raise AssertionError(f"{base} after {done}: {type(exc).__name__}: {exc}") from exc
-            outcomes[outcome] += 1
-        finally:
-            shutil.rmtree(d, ignore_errors=True)
+        outcomes[_check_files(files, bases[base][1], base, f"{base} after {done}")] += 1
 
     one_case()
     total = sum(outcomes.values())
@@ -354,19 +359,7 @@ def extreme_fields(values: list[int]) -> None:
                 for v in values:
                     files = {k: c.copy() for k, c in files0.items()}
                     files[fname].write(at, (v % (1 << (8 * width))).to_bytes(width, "big"))
-                    d = os.path.join(scratch_base(), f"aiowal-fields-{uuid.uuid4().hex[:12]}")
-                    os.makedirs(d)
-                    try:
-                        for name, c in files.items():
-                            c.materialize(os.path.join(d, name))
-                        try:
-                            with _alarm(20):
-                                check_directory(d, key, not bname.startswith("dgraph-"))
-                        except Exception as exc:
-                            what = f"{bname}: {fname} bytes {at}..{at + width} = {v}"
-                            raise AssertionError(f"{what}: {type(exc).__name__}: {exc}") from exc
-                    finally:
-                        shutil.rmtree(d, ignore_errors=True)
+                    _check_files(files, key, bname, f"{bname}: {fname} bytes {at}..{at + width} = {v}")
                     n += 1
     report("directories with a slot or wal.meta field set to an extreme", n, time.monotonic() - t0)
 
