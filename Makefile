@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: test lint typecheck pytest demo bench soak proto wheel-check clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py src/aiowal/_speedups.c
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev,bench]'

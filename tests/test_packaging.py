@@ -41,6 +41,8 @@ def test_wheel_installs_in_a_fresh_venv_and_runs(tmp_path: Path) -> None:
         "aiowal/raftpb/raft.proto",
     ):
         assert needed in names, needed
+    assert any(n.startswith("aiowal/_speedups.") and n.endswith(".so") for n in names)  # the C accelerator, built
+    assert "aiowal/_speedups.pyi" in names
     assert any(n.endswith(".dist-info/licenses/LICENSE") or n.endswith(".dist-info/LICENSE") for n in names)
     assert not any(n.startswith(("tests/", "benchmarks/", "examples/")) for n in names)
     assert "aiowal = aiowal.cli:main" in entry_points
@@ -62,6 +64,8 @@ def test_wheel_installs_in_a_fresh_venv_and_runs(tmp_path: Path) -> None:
     script = (
         "import aiowal, sys\n"
         "assert aiowal.__file__.startswith(sys.prefix), aiowal.__file__\n"
+        "from aiowal import speedups\n"
+        "assert speedups.pack is not None and speedups.read is not None\n"
         "with aiowal.DiskStorage.open('wal') as st:\n"
         "    st.save(entries=[aiowal.raftpb.Entry(term=1, index=1, data=b'x')])\n"
     )

@@ -21,6 +21,7 @@ from typing import Any
 
 from crc32c import crc32c as _crc32c
 
+from aiowal import speedups
 from aiowal.errors import CorruptionError
 from aiowal.format import (
     CRC_HEADER,
@@ -316,6 +317,18 @@ class LogFile:
             stop = min(stop, max(s, hi - self.first))  # no slot at or past hi: nothing to test per entry
         if stop <= s:
             return budget
+        read = speedups.read
+        if read is not None and self.data_key is None:
+            try:
+                return read(Entry, mm, s, stop, hi, min(budget, UNLIMITED), bool(out), out)
+            except ValueError as exc:  # a record outside the file, or a type that is not an EntryType
+                raise CorruptionError(f"{self.path}: {exc}") from exc
+        return self._read_python(s, stop, hi, budget, out)
+
+    def _read_python(self, s: int, stop: int, hi: int, budget: int, out: list[Entry]) -> int:
+        """``read`` without the C accelerator (and for encrypted files, whose payloads are decrypted here)."""
+        mm = self.mm
+        assert mm is not None
         table = array("Q")
         table.frombytes(mm[s * SLOT_SIZE : stop * SLOT_SIZE])
         table.byteswap()
@@ -408,7 +421,11 @@ class LogFile:
         stop = min(len(entries), start + self.max_entries - self.count)
         if start >= stop:
             return start
-        if stop - start == 1:
+        pack = speedups.pack
+        if pack is not None and self.data_key is None:
+            c_packed = pack(entries, start, stop, self.data_end, MAX_DATA_END, self.count == 0)
+            packed = None if c_packed is None else ([c_packed[0]], *c_packed[1:])
+        elif stop - start == 1:
             packed = self._pack_one(entries[start])
         else:
             packed = self._pack_many(entries[start:stop] if start or stop < len(entries) else entries)

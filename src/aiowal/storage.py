@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from operator import attrgetter
 from typing import Any, Self
 
+from aiowal import speedups
 from aiowal.errors import (
     CompactedError,
     CorruptionError,
@@ -565,6 +566,9 @@ def _check_info(info: object) -> MetaInfo:
 def _check_entries(ents: Sequence[Entry]) -> None:
     """Every item a ``raftpb.Entry``, indexes contiguous and not 0: C-level passes first, a loop only to name the
     culprit."""
+    ok = speedups.entries_ok
+    if ok is not None and ok(ents, Entry):
+        return
     if len(ents) == 1:  # the common Raft save: skip the set-up of the passes below
         if not isinstance(ents[0], Entry):
             raise TypeError(f"entries must be raftpb.Entry, not {type(ents[0]).__name__}")

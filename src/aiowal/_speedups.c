@@ -1,0 +1,389 @@
+/* aiowal._speedups: the per-entry loops of packing and reading log records, in C.
+ *
+ * The pure-Python paths in logfile.py define the behaviour; these two functions do the same work without an
+ * interpreter step per entry field (see docs/design.md, "C accelerator"). Tests run both and compare bytes.
+ *
+ *   pack(entries, start, stop, data_end, max_data_end, force_first)
+ *       -> None | (records, slots, end, count, first, last, last_term)
+ *   read(entry_cls, buf, s, stop, hi, budget, started, out) -> budget left (< 0: stopped by the size budget)
+ *   entries_ok(entries, entry_cls) -> bool (False: the Python check names what is wrong)
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#define SLOT_SIZE 32
+#define TYPE_MASK 0xFFFFFFFFull
+
+/* --- CRC32-Castagnoli ---------------------------------------------------------------------------------------- */
+static uint32_t crc_table[8][256];
+
+static void crc_init(void) {
+    for (uint32_t n = 0; n < 256; n++) {
+        uint32_t c = n;
+        for (int k = 0; k < 8; k++) c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+        crc_table[0][n] = c;
+    }
+    for (uint32_t n = 0; n < 256; n++) {
+        uint32_t c = crc_table[0][n];
+        for (int t = 1; t < 8; t++) {
+            c = crc_table[0][c & 0xFF] ^ (c >> 8);
+            crc_table[t][n] = c;
+        }
+    }
+}
+
+/* Slicing-by-8 in software: any CPU. */
+static uint32_t crc_soft(uint32_t crc, const unsigned char *p, size_t n) {
+    while (n && ((uintptr_t)p & 7)) {
+        crc = crc_table[0][(crc ^ *p++) & 0xFF] ^ (crc >> 8);
+        n--;
+    }
+    while (n >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+        w = __builtin_bswap64(w);
+#endif
+        w ^= crc;
+        crc = crc_table[7][w & 0xFF] ^ crc_table[6][(w >> 8) & 0xFF] ^ crc_table[5][(w >> 16) & 0xFF] ^
+              crc_table[4][(w >> 24) & 0xFF] ^ crc_table[3][(w >> 32) & 0xFF] ^ crc_table[2][(w >> 40) & 0xFF] ^
+              crc_table[1][(w >> 48) & 0xFF] ^ crc_table[0][w >> 56];
+        p += 8;
+        n -= 8;
+    }
+    while (n--) crc = crc_table[0][(crc ^ *p++) & 0xFF] ^ (crc >> 8);
+    return crc;
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define HAVE_HW_CRC 1
+__attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t crc, const unsigned char *p, size_t n) {
+    uint64_t c = crc;
+    while (n && ((uintptr_t)p & 7)) {
+        c = __builtin_ia32_crc32qi((uint32_t)c, *p++);
+        n--;
+    }
+    while (n >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        c = __builtin_ia32_crc32di(c, w);
+        p += 8;
+        n -= 8;
+    }
+    while (n--) c = __builtin_ia32_crc32qi((uint32_t)c, *p++);
+    return (uint32_t)c;
+}
+#endif
+
+static int use_hw_crc = 0;
+
+/* The same value as the crc32c package's crc32c(data, value): pre- and post-inverted. */
+static uint32_t crc32c(uint32_t value, const unsigned char *p, size_t n) {
+    uint32_t crc = ~value;
+#ifdef HAVE_HW_CRC
+    if (use_hw_crc) return ~crc_hw(crc, p, n);
+#endif
+    return ~crc_soft(crc, p, n);
+}
+
+static PyObject *py_crc32c(PyObject *Py_UNUSED(self), PyObject *args) {
+    Py_buffer view;
+    unsigned int value = 0;
+    if (!PyArg_ParseTuple(args, "y*|I", &view, &value)) return NULL;
+    uint32_t crc = crc32c(value, view.buf, (size_t)view.len);
+    PyBuffer_Release(&view);
+    return PyLong_FromUnsignedLong(crc);
+}
+
+/* --- big-endian helpers -------------------------------------------------------------------------------------- */
+static inline void put_u64(unsigned char *p, uint64_t v) {
+    for (int k = 7; k >= 0; k--) {
+        p[k] = (unsigned char)(v & 0xFF);
+        v >>= 8;
+    }
+}
+
+static inline void put_u32(unsigned char *p, uint32_t v) {
+    p[0] = (unsigned char)(v >> 24);
+    p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8);
+    p[3] = (unsigned char)v;
+}
+
+static inline uint64_t get_u64(const unsigned char *p) {
+    uint64_t v = 0;
+    for (int k = 0; k < 8; k++) v = (v << 8) | p[k];
+    return v;
+}
+
+static inline uint32_t get_u32(const unsigned char *p) {
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | (uint32_t)p[3];
+}
+
+static PyObject *s_term, *s_index, *s_type, *s_data;
+
+/* An unsigned 64-bit field of an Entry (term, index). */
+static int get_u64_attr(PyObject *e, PyObject *name, uint64_t *out) {
+    PyObject *v = PyObject_GetAttr(e, name);
+    if (v == NULL) return -1;
+    unsigned long long x = PyLong_AsUnsignedLongLong(v);
+    Py_DECREF(v);
+    if (x == (unsigned long long)-1 && PyErr_Occurred()) return -1;
+    *out = (uint64_t)x;
+    return 0;
+}
+
+/* --- pack ------------------------------------------------------------------------------------------------------ */
+typedef struct {
+    uint64_t term, index, type;
+    PyObject *data; /* bytes, owned */
+} Item;
+
+static PyObject *py_pack(PyObject *Py_UNUSED(self), PyObject *args) {
+    PyObject *seq_in;
+    Py_ssize_t start, stop;
+    unsigned long long data_end, max_data_end;
+    int force_first;
+    if (!PyArg_ParseTuple(args, "OnnKKp", &seq_in, &start, &stop, &data_end, &max_data_end, &force_first))
+        return NULL;
+    PyObject *seq = PySequence_Fast(seq_in, "entries must be a sequence");
+    if (seq == NULL) return NULL;
+    Py_ssize_t total = PySequence_Fast_GET_SIZE(seq);
+    if (start < 0) start = 0;
+    if (stop > total) stop = total;
+    Py_ssize_t want = stop > start ? stop - start : 0;
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    Item *it = want ? PyMem_Malloc(sizeof(Item) * (size_t)want) : NULL;
+    if (want && it == NULL) {
+        Py_DECREF(seq);
+        return PyErr_NoMemory();
+    }
+    PyObject *result = NULL, *records = NULL, *slots = NULL;
+    Py_ssize_t n = 0;
+    uint64_t end = data_end;
+    /* Pass 1: fields and payloads of the entries that fit under the data cap. */
+    for (Py_ssize_t k = 0; k < want; k++) {
+        PyObject *e = items[start + k];
+        Item *x = &it[n];
+        x->data = PyObject_GetAttr(e, s_data);
+        if (x->data == NULL) goto done;
+        if (!PyBytes_Check(x->data)) {
+            PyErr_SetString(PyExc_TypeError, "Entry.data must be bytes");
+            Py_DECREF(x->data);
+            goto done;
+        }
+        uint64_t len = (uint64_t)PyBytes_GET_SIZE(x->data);
+        if (len > 0xFFFFFFFFull) {
+            PyErr_SetString(PyExc_ValueError, "an entry's data is larger than 4 GiB - 1");
+            Py_DECREF(x->data);
+            goto done;
+        }
+        if (end + 4 + len > max_data_end && !(k == 0 && force_first)) {
+            Py_DECREF(x->data);
+            break;
+        }
+        if (get_u64_attr(e, s_term, &x->term) < 0 || get_u64_attr(e, s_index, &x->index) < 0 ||
+            get_u64_attr(e, s_type, &x->type) < 0) {
+            Py_DECREF(x->data);
+            goto done;
+        }
+        end += 4 + len;
+        n++;
+    }
+    if (n == 0) {
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    /* Pass 2: records (u32 BE length + payload) and slots, with each record's CRC32C in its type word. */
+    records = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(end - data_end));
+    slots = PyBytes_FromStringAndSize(NULL, n * SLOT_SIZE);
+    if (records == NULL || slots == NULL) goto done;
+    unsigned char *r = (unsigned char *)PyBytes_AS_STRING(records);
+    unsigned char *sl = (unsigned char *)PyBytes_AS_STRING(slots);
+    uint64_t off = data_end;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        Item *x = &it[k];
+        uint32_t len = (uint32_t)PyBytes_GET_SIZE(x->data);
+        unsigned char head[32];
+        put_u64(head, x->term);
+        put_u64(head + 8, x->index);
+        put_u64(head + 16, off);
+        put_u32(head + 24, (uint32_t)(x->type & TYPE_MASK));
+        put_u32(head + 28, len);
+        const unsigned char *payload = (const unsigned char *)PyBytes_AS_STRING(x->data);
+        uint32_t crc = crc32c(crc32c(0, head, 32), payload, len);
+        put_u32(r, len);
+        memcpy(r + 4, payload, len);
+        r += 4 + (size_t)len;
+        put_u64(sl, x->term);
+        put_u64(sl + 8, x->index);
+        put_u64(sl + 16, off);
+        put_u64(sl + 24, ((uint64_t)crc << 32) | (x->type & TYPE_MASK));
+        sl += SLOT_SIZE;
+        off += 4 + (uint64_t)len;
+    }
+    result = Py_BuildValue("(OOKnKKK)", records, slots, (unsigned long long)end, n,
+                           (unsigned long long)it[0].index, (unsigned long long)it[n - 1].index,
+                           (unsigned long long)it[n - 1].term);
+done:
+    for (Py_ssize_t k = 0; k < n; k++) Py_DECREF(it[k].data);
+    PyMem_Free(it);
+    Py_XDECREF(records);
+    Py_XDECREF(slots);
+    Py_DECREF(seq);
+    return result;
+}
+
+/* --- read ------------------------------------------------------------------------------------------------------ */
+static inline long long varint_len(uint64_t v) {
+    long long n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+/* Go's raftpb.Entry.Size(): term, index and type always counted, data only when not empty. */
+static inline long long entry_size(uint64_t term, uint64_t index, int64_t etype, uint32_t len) {
+    long long size = 3 + varint_len(term) + varint_len(index) + varint_len((uint64_t)etype);
+    if (len) size += 1 + varint_len(len) + len;
+    return size;
+}
+
+static int set_attr_steal(PyObject *e, PyObject *name, PyObject *v) {
+    if (v == NULL) return -1;
+    int rc = PyObject_SetAttr(e, name, v);
+    Py_DECREF(v);
+    return rc;
+}
+
+static PyObject *py_read(PyObject *Py_UNUSED(self), PyObject *args) {
+    PyObject *entry_cls, *buf_obj, *hi_obj, *out;
+    Py_ssize_t s, stop;
+    long long budget;
+    int started;
+    if (!PyArg_ParseTuple(args, "OOnnO!LpO!", &entry_cls, &buf_obj, &s, &stop, &PyLong_Type, &hi_obj, &budget,
+                          &started, &PyList_Type, &out))
+        return NULL;
+    /* hi is exclusive; one past the largest u64 index (or more) means no bound. */
+    int bounded = 1;
+    unsigned long long hi = PyLong_AsUnsignedLongLong(hi_obj);
+    if (hi == (unsigned long long)-1 && PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError)) return NULL;
+        PyErr_Clear();
+        PyObject *zero = PyLong_FromLong(0);
+        int negative = zero == NULL ? -1 : PyObject_RichCompareBool(hi_obj, zero, Py_LT);
+        Py_XDECREF(zero);
+        if (negative < 0) return NULL;
+        if (negative) return PyLong_FromLongLong(budget); /* nothing is below a negative bound */
+        bounded = 0;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(buf_obj, &view, PyBUF_SIMPLE) < 0) return NULL;
+    const unsigned char *base = view.buf;
+    uint64_t size = (uint64_t)view.len;
+    PyObject *result = NULL;
+    if (s < 0 || stop < s || (uint64_t)stop * SLOT_SIZE > size) {
+        PyErr_SetString(PyExc_ValueError, "slot range outside the file");
+        goto done;
+    }
+    for (Py_ssize_t k = s; k < stop; k++) {
+        const unsigned char *slot = base + (size_t)k * SLOT_SIZE;
+        uint64_t term = get_u64(slot), index = get_u64(slot + 8), off = get_u64(slot + 16);
+        int64_t etype = (int32_t)(uint32_t)(get_u64(slot + 24) & TYPE_MASK); /* int32, as Dgraph reads it */
+        if (bounded && index >= hi) break;
+        if (off > size || size - off < 4) {
+            PyErr_Format(PyExc_ValueError, "a data offset points past the end of the file (slot %zd, offset %llu)",
+                         k, (unsigned long long)off);
+            goto done;
+        }
+        uint32_t len = get_u32(base + off);
+        if (size - off - 4 < len) {
+            PyErr_Format(PyExc_ValueError, "offset %llu: record of %lu bytes runs past end of file",
+                         (unsigned long long)off, (unsigned long)len);
+            goto done;
+        }
+        long long cost = entry_size(term, index, etype, len);
+        if (started && cost > budget) {
+            budget = -1;
+            break;
+        }
+        budget -= cost;
+        started = 1;
+        PyObject *e = PyObject_CallNoArgs(entry_cls);
+        if (e == NULL) goto done;
+        if (set_attr_steal(e, s_term, PyLong_FromUnsignedLongLong(term)) < 0 ||
+            set_attr_steal(e, s_index, PyLong_FromUnsignedLongLong(index)) < 0 ||
+            set_attr_steal(e, s_type, PyLong_FromLongLong(etype)) < 0 ||
+            (len && set_attr_steal(e, s_data, PyBytes_FromStringAndSize((const char *)base + off + 4, len)) < 0) ||
+            PyList_Append(out, e) < 0) {
+            Py_DECREF(e);
+            goto done;
+        }
+        Py_DECREF(e);
+        if (budget < 0) break;
+    }
+    result = PyLong_FromLongLong(budget);
+done:
+    PyBuffer_Release(&view);
+    return result;
+}
+
+/* --- check ----------------------------------------------------------------------------------------------------- */
+static PyObject *py_entries_ok(PyObject *Py_UNUSED(self), PyObject *args) {
+    PyObject *seq_in, *entry_cls;
+    if (!PyArg_ParseTuple(args, "OO!", &seq_in, &PyType_Type, &entry_cls)) return NULL;
+    PyObject *seq = PySequence_Fast(seq_in, "entries must be a sequence");
+    if (seq == NULL) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    PyObject *result = Py_False;
+    uint64_t prev = 0;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        if (!PyObject_TypeCheck(items[k], (PyTypeObject *)entry_cls)) goto done;
+        uint64_t index;
+        if (get_u64_attr(items[k], s_index, &index) < 0) {
+            Py_DECREF(seq);
+            return NULL;
+        }
+        if (k == 0 ? index == 0 : index != prev + 1 || prev == UINT64_MAX) goto done;
+        prev = index;
+    }
+    result = Py_True;
+done:
+    Py_DECREF(seq);
+    return Py_NewRef(result);
+}
+
+static PyMethodDef methods[] = {
+    {"entries_ok", py_entries_ok, METH_VARARGS, "Whether every item is an entry_cls, indexes contiguous from >= 1."},
+    {"pack", py_pack, METH_VARARGS, "Records and slots of entries[start:stop] that fit in a log file."},
+    {"read", py_read, METH_VARARGS, "Append the Entry objects of slots [s, stop) with index < hi to out."},
+    {"crc32c", py_crc32c, METH_VARARGS, "CRC32-Castagnoli of data, continuing from value."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "aiowal._speedups", NULL, -1, methods};
+
+PyMODINIT_FUNC PyInit__speedups(void) {
+    crc_init();
+#ifdef HAVE_HW_CRC
+    __builtin_cpu_init();
+    use_hw_crc = __builtin_cpu_supports("sse4.2") != 0;
+#endif
+    s_term = PyUnicode_InternFromString("term");
+    s_index = PyUnicode_InternFromString("index");
+    s_type = PyUnicode_InternFromString("type");
+    s_data = PyUnicode_InternFromString("data");
+    if (!s_term || !s_index || !s_type || !s_data) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+    if (PyModule_AddIntConstant(m, "HARDWARE_CRC", use_hw_crc) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,34 @@
+"""Which implementation packs and reads log records: the C accelerator when it is built, else pure Python.
+
+``AIOWAL_PURE_PYTHON=1`` in the environment turns the accelerator off; tests set ``pack``/``read`` to None to run
+the pure-Python paths, and compare the two.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from aiowal.raftpb import Entry
+
+PackFn = Callable[[Sequence[Entry], int, int, int, int, bool], "tuple[bytes, bytes, int, int, int, int, int] | None"]
+ReadFn = Callable[[type[Entry], Any, int, int, int, int, bool, list[Entry]], int]
+
+pack: PackFn | None = None
+"""``pack(entries, start, stop, data_end, max_data_end, force_first)``: records and slots of the entries that fit
+(see ``LogFile._pack_many``), or None when none does."""
+read: ReadFn | None = None
+"""``read(Entry, buffer, s, stop, hi, budget, started, out)``: see ``LogFile.read``; ValueError for a bad record."""
+entries_ok: Callable[[Sequence[Entry], type[Entry]], bool] | None = None
+"""``entries_ok(entries, Entry)``: every item an ``Entry``, indexes contiguous from 1 or more (False: not so)."""
+hardware_crc = False
+
+if os.environ.get("AIOWAL_PURE_PYTHON", "") in ("", "0"):
+    try:
+        from aiowal import _speedups
+    except ImportError:  # not built (no compiler when installed): the pure-Python paths do the same work
+        pass
+    else:
+        pack, read, entries_ok = _speedups.pack, _speedups.read, _speedups.entries_ok
+        hardware_crc = bool(_speedups.HARDWARE_CRC)
