@@ -147,10 +147,10 @@ class AsyncDiskStorage:
             raise StorageFailedError(f"{self._st.path}: the writer task has stopped")
         fut: asyncio.Future[None] = self._loop.create_future()
         req = _Request(kind, args, fut, n_entries)
-        if self._queue.full():
-            await self._queue.put(req)  # backpressure: wait for room
-        else:
+        try:
             self._queue.put_nowait(req)  # no coroutine to create and drive: most calls
+        except asyncio.QueueFull:
+            await self._queue.put(req)  # backpressure: wait for room
         # Once queued, a request lands whole: cancelling the caller cancels only ``fut`` (its wait), and the writer
         # never looks at whether anyone still waits. (No ``shield``: it costs a loop iteration per save.)
         await fut
@@ -286,10 +286,12 @@ class AsyncDiskStorage:
                 _set(req.future, exc)
             return
         stats = self._stats
+        stats.saves += len(group)
         for req, plan in group:
-            stats.saves += 1
             stats.entries += len(plan.entries)
-            _set(req.future, None)
+            fut = req.future
+            if not fut.done():  # (the caller may have been cancelled; the save landed anyway)
+                fut.set_result(None)
 
     async def _drive(self, steps: Steps) -> None:
         """Run a write's steps: its file changes here, each sync in the sync thread."""
