@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import random
@@ -9,6 +10,7 @@ import shutil
 import statistics
 import struct
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -243,5 +245,26 @@ def scratch_dir() -> Iterator[Scratch]:
 
 
 def settle() -> None:
-    """Flush dirty pages left by the previous measurement so that it does not slow down the next one."""
+    """Flush dirty pages and collect the garbage left by the previous measurement, so that neither lands in the
+    next one (a full collection of this process's heap takes 10-45 ms on the benchmark machine)."""
     os.sync()
+    gc.collect()
+
+
+@contextmanager
+def gc_pauses() -> Iterator[list[tuple[int, float]]]:
+    """The garbage collections run while the block runs: (generation, seconds) each."""
+    pauses: list[tuple[int, float]] = []
+    started = [0.0]
+
+    def watch(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            pauses.append((int(info["generation"]), time.perf_counter() - started[0]))
+
+    gc.callbacks.append(watch)
+    try:
+        yield pauses
+    finally:
+        gc.callbacks.remove(watch)

@@ -124,6 +124,7 @@ def _run_on(runner: asyncio.Runner, cfg: Config, scratch: Scratch, loop_name: st
     # 3. 64 concurrent callers, with a heartbeat measuring loop lag during the aiowal runs
     lags: list[float] = []
     own: list[float] = []
+    pauses: list[tuple[int, float]] = []
 
     def aiowal_many(path: str) -> Coroutine[Any, Any, Result]:
         return aiowal_callers(path, n, secs, small, heartbeat_s=cfg.heartbeat_s)
@@ -132,6 +133,7 @@ def _run_on(runner: asyncio.Runner, cfg: Config, scratch: Scratch, loop_name: st
         value = measure_many()
         lags.extend(last["d-many-aiowal"].extra["lags"])
         own.extend(last["d-many-aiowal"].extra["lags_own_cpu"])
+        pauses.extend(last["d-many-aiowal"].extra["gc_pauses"])
         return value
 
     measure_many = on_loop("d-many-aiowal", aiowal_many)
@@ -201,6 +203,11 @@ def _run_on(runner: asyncio.Runner, cfg: Config, scratch: Scratch, loop_name: st
                 "that aiowal and the callers' own code can account for; the rest is time the thread waited for a "
                 "CPU taken by other processes",
                 "idle": percentiles(idle_lags, 1e3),
+                "gc_during_load": {
+                    f"generation_{g}": percentiles([sec for gen, sec in pauses if gen == g], 1e3) for g in (0, 1, 2)
+                },
+                "gc_note": "the process's garbage collections during those runs (the heap is the benchmark's and "
+                "the callers' as much as aiowal's); a full (generation 2) collection stalls the loop for its length",
             },
             "limits": {
                 "loop_lag_p99_ms": limit(lag["p99"], 2.0, "ms"),

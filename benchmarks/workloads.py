@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiowal.raftpb import Entry, EntryNormal
-from benchmarks.common import make_batches, pack_floor
+from benchmarks.common import gc_pauses, make_batches, pack_floor
 from benchmarks.sync_write import SQLITE_INSERT, sqlite_insert_batch, sqlite_open
 
 
@@ -94,11 +94,12 @@ async def aiowal_callers(path: str, callers: int, seconds: float, data: bytes, h
                 # interval): what remains of the lag is the thread waiting for a CPU (other processes).
                 own.append(min(lag, time.thread_time() - c0))
 
-        hb = asyncio.create_task(heartbeat()) if heartbeat_s else None
-        await asyncio.gather(*(caller() for _ in range(callers)))
-        stop.set()
-        if hb is not None:
-            await hb
+        with gc_pauses() as pauses:
+            hb = asyncio.create_task(heartbeat()) if heartbeat_s else None
+            await asyncio.gather(*(caller() for _ in range(callers)))
+            stop.set()
+            if hb is not None:
+                await hb
         stats = st.stats()
     finally:
         await st.close()
@@ -106,6 +107,7 @@ async def aiowal_callers(path: str, callers: int, seconds: float, data: bytes, h
     if heartbeat_s:
         extra["lags"] = lags
         extra["lags_own_cpu"] = own
+        extra["gc_pauses"] = pauses
     return Result(done / (last - start), done, extra)
 
 
