@@ -201,7 +201,7 @@ def _plain_run(
 
 
 async def format_floor_off_loop(path: str, seconds: float, data: bytes) -> Result:
-    """The least any implementation of the issue's design can do per durable single-entry save: the raftwal
+    """The bare minimum of the issue's design in Python per durable single-entry save: the raftwal
     format's two writes (a record from 1 MiB on, its 32-byte slot in the table) on the loop, then the
     ``fdatasync`` in a worker thread whose result comes back with one ``call_soon_threadsafe``; no queue, no writer
     task, no checks. A reference for the single-caller figure, not a target."""
