@@ -36,7 +36,8 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.plot bench-results/latest.json
 
 # The C accelerator under AddressSanitizer and UBSan: the tests that drive it hardest (fixtures, model, bad input,
-# corruption fuzz, C-vs-Python equivalence), then the normal build is put back.
+# corruption fuzz, C-vs-Python equivalence, the async storage and its sync worker), then the normal build is put
+# back.
 SPEEDUPS_SO = $(shell $(BIN)/python -c "import sysconfig; print('src/aiowal/_speedups' + sysconfig.get_config_var('EXT_SUFFIX'))" 2>/dev/null)
 sanitize: $(STAMP)
 	cc -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -shared -fPIC \
@@ -45,7 +46,7 @@ sanitize: $(STAMP)
 	LD_PRELOAD="$$(cc -print-file-name=libasan.so) $$(cc -print-file-name=libubsan.so)" \
 		ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 		$(BIN)/pytest -q -p no:cacheprovider tests/test_speedups.py tests/test_model.py tests/test_bad_input.py \
-		tests/test_dgraph_fixtures.py tests/crash/test_corruption_fuzz.py tests/test_storage_contract.py; \
+		tests/test_dgraph_fixtures.py tests/crash/test_corruption_fuzz.py tests/test_storage_contract.py tests/test_aio.py; \
 		status=$$?; $(BIN)/python setup.py -q build_ext --inplace --force; exit $$status
 
 proto: $(STAMP)

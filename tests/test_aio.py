@@ -328,3 +328,86 @@ def test_no_blocking_call_on_the_loop_thread(
     assert "unlink" in kinds and "fdatasync" in kinds
     on_loop = [what for what, tid in fs.calls if tid == loop_thread[0]]
     assert on_loop == []
+
+
+# --- the GIL-free sync worker (C accelerator), used for plain fdatasync steps on the real file system ---------
+@pytest.mark.parametrize("loop", LOOPS)
+def test_durable_saves_sync_on_the_gil_free_worker(loop: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from aiowal import syncthread
+
+    thread_jobs: list[object] = []
+    real_run = syncthread.SyncThread.run
+
+    def counting_run(self: syncthread.SyncThread, fn: Callable[[], Any]) -> asyncio.Future[Any]:
+        thread_jobs.append(fn)
+        return real_run(self, fn)
+
+    monkeypatch.setattr(syncthread.SyncThread, "run", counting_run)
+
+    async def body() -> None:
+        st = await AsyncDiskStorage.open(tmp_path / "w", hard_sync=True)
+        try:
+            assert st._worker is not None
+            await st.save(entries=[ent(1)])  # creates the first file: the directory sync goes to the thread
+            thread_jobs.clear()
+            await asyncio.gather(*(st.save(entries=[ent(i)]) for i in range(2, 40)))
+            await st.save(hard_state=raftpb.HardState(term=2, vote=1, commit=3), entries=[ent(40)])
+            await st.sync()
+            assert thread_jobs == []  # every fdatasync of those went to the worker
+            assert st.stats()["syncs"] >= 3
+        finally:
+            await st.close()
+        assert st._worker is None
+        with DiskStorage.open(tmp_path / "w", read_only=True) as ro:
+            assert [e.index for e in ro.entries(1, 41)] == list(range(1, 41))
+            assert ro.hard_state().term == 2
+
+    run(loop, body)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_failed_fdatasync_on_the_worker_fails_the_storage(loop: str, tmp_path: Path) -> None:
+    from aiowal.steps import FdSync
+
+    async def body() -> None:
+        st = await AsyncDiskStorage.open(tmp_path / "w", hard_sync=True)
+        try:
+            await st.save(entries=[ent(1)])
+            bad = os.open(os.devnull, os.O_RDONLY)
+            os.close(bad)  # a descriptor number that is not open: fdatasync fails with EBADF
+            with pytest.raises(StorageIOError) as info:
+                await st._sync(FdSync(st.storage._fs, [bad]))
+            assert info.value.errno == errno.EBADF
+            with pytest.raises(StorageFailedError):
+                await st.save(entries=[ent(2)])
+            assert st.entries(1, 2)[0].index == 1  # reads still work
+        finally:
+            await st.close()
+
+    run(loop, body)
+
+
+def test_sync_worker_takes_one_request_at_a_time() -> None:
+    import select
+
+    from aiowal import _speedups
+
+    w = _speedups.SyncWorker()
+    fd = os.open(os.devnull, os.O_RDONLY)
+    try:
+        assert w.result() is None  # nothing ran yet
+        w.submit([fd, fd])
+        with pytest.raises(RuntimeError, match="in flight"):
+            w.submit([fd])  # the first one's result has not been taken yet
+        select.select([w.fileno()], [], [], 10)
+        assert w.result() in (0, errno.EINVAL)  # /dev/null may not support fdatasync; either way it reported
+        with pytest.raises(ValueError):
+            w.submit([-1])
+        with pytest.raises(ValueError):
+            w.submit([fd] * 17)
+    finally:
+        os.close(fd)
+        w.close()
+        w.close()  # idempotent
+    with pytest.raises(RuntimeError, match="closed"):
+        w.submit([0])

@@ -10,8 +10,12 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <errno.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #define SLOT_SIZE 32
 #define TYPE_MASK 0xFFFFFFFFull
@@ -358,6 +362,187 @@ done:
     return Py_NewRef(result);
 }
 
+/* --- SyncWorker ----------------------------------------------------------------------------------------------- */
+/* A thread that runs fdatasync on a set of descriptors without ever taking the GIL, and reports through an
+ * eventfd the event loop watches (add_reader). A Python worker thread must take the GIL before and after each
+ * fdatasync, and waits for the loop thread to let go of it both times; this one does not. One request at a time:
+ * AsyncDiskStorage's writer awaits each sync before it asks for the next. */
+#define SYNC_MAX_FDS 16
+
+typedef struct {
+    PyObject_HEAD
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int started, efd, stop, pending, done, nfds, err;
+    int fds[SYNC_MAX_FDS];
+} SyncWorker;
+
+static void *sync_worker_main(void *arg) {
+    SyncWorker *w = arg;
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        while (!w->pending && !w->stop) pthread_cond_wait(&w->cv, &w->mu);
+        if (w->stop) break;
+        int nfds = w->nfds, fds[SYNC_MAX_FDS];
+        memcpy(fds, w->fds, sizeof(int) * (size_t)nfds);
+        pthread_mutex_unlock(&w->mu);
+        int err = 0;
+        for (int k = 0; k < nfds && !err; k++)
+            if (fdatasync(fds[k]) != 0) err = errno ? errno : EIO;
+        pthread_mutex_lock(&w->mu);
+        w->err = err;
+        w->pending = 0;
+        w->done = 1;
+        uint64_t one = 1;
+        while (write(w->efd, &one, sizeof one) < 0 && errno == EINTR) {
+        }
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+static void sync_worker_stop(SyncWorker *w) {
+    if (w->started) {
+        pthread_mutex_lock(&w->mu);
+        w->stop = 1;
+        pthread_cond_signal(&w->cv);
+        pthread_mutex_unlock(&w->mu);
+        Py_BEGIN_ALLOW_THREADS
+        pthread_join(w->thread, NULL);
+        Py_END_ALLOW_THREADS
+        w->started = 0;
+    }
+    if (w->efd >= 0) {
+        close(w->efd);
+        w->efd = -1;
+    }
+}
+
+static int sync_worker_init(SyncWorker *w, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "", kwlist)) return -1;
+    if (w->started) {
+        PyErr_SetString(PyExc_RuntimeError, "SyncWorker already started");
+        return -1;
+    }
+    w->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (w->efd < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cv, NULL);
+    w->stop = w->pending = w->done = w->err = w->nfds = 0;
+    int rc = pthread_create(&w->thread, NULL, sync_worker_main, w);
+    if (rc != 0) {
+        close(w->efd);
+        w->efd = -1;
+        errno = rc;
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    w->started = 1;
+    return 0;
+}
+
+static PyObject *sync_worker_new(PyTypeObject *type, PyObject *Py_UNUSED(args), PyObject *Py_UNUSED(kwds)) {
+    SyncWorker *w = (SyncWorker *)type->tp_alloc(type, 0);
+    if (w != NULL) {
+        w->efd = -1;
+        w->started = 0;
+    }
+    return (PyObject *)w;
+}
+
+static void sync_worker_dealloc(SyncWorker *w) {
+    sync_worker_stop(w);
+    Py_TYPE(w)->tp_free((PyObject *)w);
+}
+
+static PyObject *sync_worker_submit(SyncWorker *w, PyObject *arg) {
+    PyObject *seq = PySequence_Fast(arg, "fds must be a sequence of ints");
+    if (seq == NULL) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (n > SYNC_MAX_FDS) {
+        Py_DECREF(seq);
+        PyErr_SetString(PyExc_ValueError, "too many descriptors for one sync");
+        return NULL;
+    }
+    int fds[SYNC_MAX_FDS];
+    for (Py_ssize_t k = 0; k < n; k++) {
+        long fd = PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, k));
+        if (fd == -1 && PyErr_Occurred()) {
+            Py_DECREF(seq);
+            return NULL;
+        }
+        if (fd < 0 || fd > INT32_MAX) {
+            Py_DECREF(seq);
+            PyErr_SetString(PyExc_ValueError, "not a file descriptor");
+            return NULL;
+        }
+        fds[k] = (int)fd;
+    }
+    Py_DECREF(seq);
+    if (!w->started) {
+        PyErr_SetString(PyExc_RuntimeError, "SyncWorker is closed");
+        return NULL;
+    }
+    pthread_mutex_lock(&w->mu);
+    if (w->pending || w->done) {
+        pthread_mutex_unlock(&w->mu);
+        PyErr_SetString(PyExc_RuntimeError, "a sync is already in flight");
+        return NULL;
+    }
+    memcpy(w->fds, fds, sizeof(int) * (size_t)n);
+    w->nfds = (int)n;
+    w->pending = 1;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    Py_RETURN_NONE;
+}
+
+/* None while the sync runs; else its errno (0: every fdatasync succeeded), and the worker takes a new request. */
+static PyObject *sync_worker_result(SyncWorker *w, PyObject *Py_UNUSED(ignored)) {
+    uint64_t v;
+    if (w->efd >= 0) {
+        while (read(w->efd, &v, sizeof v) < 0 && errno == EINTR) {
+        }
+    }
+    pthread_mutex_lock(&w->mu);
+    int done = w->done, err = w->err;
+    if (done) w->done = 0;
+    pthread_mutex_unlock(&w->mu);
+    if (!done) Py_RETURN_NONE;
+    return PyLong_FromLong(err);
+}
+
+static PyObject *sync_worker_fileno(SyncWorker *w, PyObject *Py_UNUSED(ignored)) { return PyLong_FromLong(w->efd); }
+
+static PyObject *sync_worker_close(SyncWorker *w, PyObject *Py_UNUSED(ignored)) {
+    sync_worker_stop(w);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef sync_worker_methods[] = {
+    {"submit", (PyCFunction)sync_worker_submit, METH_O, "Start fdatasync of each descriptor, in order."},
+    {"result", (PyCFunction)sync_worker_result, METH_NOARGS, "None while running, else the errno (0: done)."},
+    {"fileno", (PyCFunction)sync_worker_fileno, METH_NOARGS, "The eventfd that becomes readable when a sync ends."},
+    {"close", (PyCFunction)sync_worker_close, METH_NOARGS, "Stop the thread (after the sync in flight) and close."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject SyncWorkerType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "aiowal._speedups.SyncWorker",
+    .tp_basicsize = sizeof(SyncWorker),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A GIL-free fdatasync thread reporting through an eventfd.",
+    .tp_new = sync_worker_new,
+    .tp_init = (initproc)sync_worker_init,
+    .tp_dealloc = (destructor)sync_worker_dealloc,
+    .tp_methods = sync_worker_methods,
+};
+
 static PyMethodDef methods[] = {
     {"entries_ok", py_entries_ok, METH_VARARGS, "Whether every item is an entry_cls, indexes contiguous from >= 1."},
     {"pack", py_pack, METH_VARARGS, "Records and slots of entries[start:stop] that fit in a log file."},
@@ -381,6 +566,10 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     if (!s_term || !s_index || !s_type || !s_data) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
+    if (PyType_Ready(&SyncWorkerType) < 0 || PyModule_AddObjectRef(m, "SyncWorker", (PyObject *)&SyncWorkerType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
     if (PyModule_AddIntConstant(m, "HARDWARE_CRC", use_hw_crc) < 0) {
         Py_DECREF(m);
         return NULL;

@@ -19,7 +19,8 @@ from aiowal.errors import StorageIOError, StorageLockedError
 T = TypeVar("T")
 
 
-def _io_error(what: str, exc: OSError, path: str | None = None) -> StorageIOError:
+def io_error(what: str, exc: OSError, path: str | None = None) -> StorageIOError:
+    """The StorageIOError the fs raises for ``exc`` during ``what``."""
     where = f" {path}" if path else ""
     return StorageIOError(exc.errno, f"{what}{where}: {exc.strerror or exc}")
 
@@ -29,7 +30,7 @@ def _io(what: str, path: str | None = None) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        raise _io_error(what, exc, path) from exc
+        raise io_error(what, exc, path) from exc
 
 
 class FS:
@@ -63,14 +64,14 @@ class FS:
                 offset += n
                 n = os.pwrite(fd, data, offset)
         except OSError as exc:
-            raise _io_error("pwrite", exc) from exc
+            raise io_error("pwrite", exc) from exc
 
     def pwritev(self, fd: int, buffers: Sequence[bytes | bytearray | memoryview], offset: int) -> None:
         """Write ``buffers`` back to back at ``offset`` in one ``pwritev``; a short write is finished by ``pwrite``."""
         try:
             written = os.pwritev(fd, buffers, offset)
         except OSError as exc:
-            raise _io_error("pwritev", exc) from exc
+            raise io_error("pwritev", exc) from exc
         total = sum(map(len, buffers))
         if written < total:
             self.pwrite(fd, b"".join(buffers)[written:], offset + written)
@@ -83,7 +84,7 @@ class FS:
         try:
             os.fdatasync(fd)
         except OSError as exc:
-            raise _io_error("fdatasync", exc) from exc
+            raise io_error("fdatasync", exc) from exc
 
     def fsync(self, fd: int) -> None:
         with _io("fsync"):

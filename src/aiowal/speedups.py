@@ -22,6 +22,8 @@ read: ReadFn | None = None
 """``read(Entry, buffer, s, stop, hi, budget, started, out)``: see ``LogFile.read``; ValueError for a bad record."""
 entries_ok: Callable[[Sequence[Entry], type[Entry]], bool] | None = None
 """``entries_ok(entries, Entry)``: every item an ``Entry``, indexes contiguous from 1 or more (False: not so)."""
+sync_worker: Callable[[], Any] | None = None
+"""``SyncWorker()``: a thread that runs ``fdatasync`` without the GIL and reports through an eventfd."""
 hardware_crc = False
 
 if os.environ.get("AIOWAL_PURE_PYTHON", "") in ("", "0"):
@@ -31,4 +33,5 @@ if os.environ.get("AIOWAL_PURE_PYTHON", "") in ("", "0"):
         pass
     else:
         pack, read, entries_ok = _speedups.pack, _speedups.read, _speedups.entries_ok
+        sync_worker = _speedups.SyncWorker
         hardware_crc = bool(_speedups.HARDWARE_CRC)

@@ -32,7 +32,7 @@ from aiowal.fs import DEFAULT_FS, FS
 from aiowal.keyregistry import KeyRegistry, check_key
 from aiowal.meta import META_TMP_NAME, Meta, MetaInfo, NewMetaFile, full_hard_state, full_snapshot
 from aiowal.raftpb import ConfState, Entry, HardState, Snapshot
-from aiowal.steps import Steps, SyncStep
+from aiowal.steps import FdSync, Steps, SyncStep
 from aiowal.wal import Wal
 
 log = logging.getLogger(__name__)
@@ -444,6 +444,8 @@ class DiskStorage:
         wal.dir_dirty = False
         fs = self._fs
         path = self.path
+        if not dir_dirty:
+            return FdSync(fs, files)
 
         def step() -> None:
             for fd in files:
@@ -454,9 +456,7 @@ class DiskStorage:
         return step
 
     def meta_sync_step(self) -> SyncStep:
-        fd = self._meta.fd
-        fs = self._fs
-        return lambda: fs.fdatasync(fd)
+        return FdSync(self._fs, [self._meta.fd])
 
     def _sync_steps(self) -> Steps:
         step = self.log_sync_step()
