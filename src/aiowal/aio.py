@@ -2,7 +2,8 @@
 
 One writer task owns every mutation. Callers put requests on a bounded queue; the writer takes what is queued,
 applies it in call order on the event-loop thread (page-cache writes), then runs one ``fdatasync`` per touched file
-in its sync thread for the whole batch and only then resolves the callers: group commit. Reads are plain methods
+off the loop for the whole batch (on the GIL-free ``SyncWorker`` of the C accelerator when there is one, else on
+its Python sync thread) and only then resolves the callers: group commit. Reads are plain methods
 served from memory and the mmaps on the loop thread; they never wait for a sync in flight, because the writer
 holds no lock while it awaits one.
 """
