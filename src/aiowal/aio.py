@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from aiowal import speedups
 from aiowal.errors import StorageClosedError, StorageFailedError, StorageIOError
@@ -29,6 +29,9 @@ from aiowal.raftpb import ConfState, Entry, HardState, Snapshot
 from aiowal.steps import FdSync, Steps, SyncStep
 from aiowal.storage import DiskStorage, SavePlan
 from aiowal.syncthread import SyncThread
+
+if TYPE_CHECKING:
+    from aiowal._speedups import SyncWorker
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +79,7 @@ class AsyncDiskStorage:
         self._syncer = SyncThread(self._loop, f"aiowal-sync:{storage.path}")
         # Plain fdatasync steps go to a thread that needs no GIL (about 40-50 us less per durable save than the
         # sync thread, which waits for the GIL before and after each sync); not with a test double for the fs.
-        self._worker: Any = None
+        self._worker: SyncWorker | None = None
         self._worker_waiter: asyncio.Future[None] | None = None
         if speedups.sync_worker is not None and type(storage._fs) is FS:
             self._worker = speedups.sync_worker()
@@ -306,9 +309,7 @@ class AsyncDiskStorage:
         stats.saves += len(group)
         for req, plan in group:
             stats.entries += len(plan.entries)
-            fut = req.future
-            if not fut.done():  # (the caller may have been cancelled; the save landed anyway)
-                fut.set_result(None)
+            _set(req.future, None)  # (a cancelled caller's save landed anyway)
 
     async def _drive(self, steps: Steps) -> None:
         """Run a write's steps: its file changes here, each sync in the sync thread."""
@@ -337,6 +338,7 @@ class AsyncDiskStorage:
         self._stats.sync_latencies.append(time.perf_counter() - t0)
 
     def _worker_sync(self, fds: tuple[int, ...]) -> asyncio.Future[None]:
+        assert self._worker is not None
         fut: asyncio.Future[None] = self._loop.create_future()
         self._worker_waiter = fut
         self._worker.submit(fds)

@@ -1,16 +1,20 @@
-"""Which implementation packs and reads log records: the C accelerator when it is built, else pure Python.
+"""Which implementation does the hot loops: the C accelerator when it is built, else pure Python.
 
-``AIOWAL_PURE_PYTHON=1`` in the environment turns the accelerator off; tests set ``pack``/``read`` to None to run
-the pure-Python paths, and compare the two.
+The accelerator packs and reads log records, checks a save's entries, and gives ``AsyncDiskStorage`` a thread that
+runs ``fdatasync`` without the GIL. ``AIOWAL_PURE_PYTHON=1`` in the environment turns it off; tests set these names
+to None to run the pure-Python paths, and compare the two.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiowal.raftpb import Entry
+
+if TYPE_CHECKING:
+    from aiowal._speedups import SyncWorker
 
 PackFn = Callable[[Sequence[Entry], int, int, int, int, bool], "tuple[bytes, bytes, int, int, int, int, int] | None"]
 ReadFn = Callable[[type[Entry], Any, int, int, int, int, bool, list[Entry]], int]
@@ -22,7 +26,7 @@ read: ReadFn | None = None
 """``read(Entry, buffer, s, stop, hi, budget, started, out)``: see ``LogFile.read``; ValueError for a bad record."""
 entries_ok: Callable[[Sequence[Entry], type[Entry]], bool] | None = None
 """``entries_ok(entries, Entry)``: every item an ``Entry``, indexes contiguous from 1 or more (False: not so)."""
-sync_worker: Callable[[], Any] | None = None
+sync_worker: type[SyncWorker] | None = None
 """``SyncWorker()``: a thread that runs ``fdatasync`` without the GIL and reports through an eventfd."""
 hardware_crc = False
 

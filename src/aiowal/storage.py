@@ -442,16 +442,14 @@ class DiskStorage:
             return None
         wal.dirty.clear()
         wal.dir_dirty = False
-        fs = self._fs
-        path = self.path
+        fs, path = self._fs, self.path
+        data = FdSync(fs, files)
         if not dir_dirty:
-            return FdSync(fs, files)
+            return data
 
         def step() -> None:
-            for fd in files:
-                fs.fdatasync(fd)
-            if dir_dirty:
-                fs.fsync_dir(path)
+            data()
+            fs.fsync_dir(path)
 
         return step
 
