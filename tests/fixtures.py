@@ -1,12 +1,11 @@
-"""Helpers over ../shared/fixtures/dgraph: extract a Dgraph-written directory, replay its operations, and read a
-storage back in the shape of the fixture dumps."""
+"""Helpers over the Dgraph-written fixtures in tests/data/dgraph: extract a directory, replay its operations, and
+read a storage back in the shape of the fixture dumps."""
 
 from __future__ import annotations
 
 import base64
 import gzip
 import json
-import os
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,8 +13,7 @@ from typing import Any
 
 from aiowal import CompactedError, DiskStorage, MetaInfo, UnavailableError, raftpb
 
-ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = Path(os.environ.get("AIOWAL_FIXTURES", ROOT.parent / "shared" / "fixtures" / "dgraph"))
+FIXTURES = Path(__file__).resolve().parent / "data" / "dgraph"
 CASES = ["basic", "empty", "encrypted_basic", "rotation", "save_with_snapshot"]
 ERRORS = {
     "requested index is unavailable due to compaction": "compacted",
