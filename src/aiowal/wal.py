@@ -135,7 +135,7 @@ class Wal:
     def _cut(self, live: list[LogFile], cut: recovery.Cut, dead: list[str]) -> None:
         """Drop what follows the valid log: the slots of ``live[cut.pos]`` from ``cut.keep`` on and the later
         files (only in memory when read-only)."""
-        msg = f"{cut.reason}: a torn tail: the log ends at {cut.index - 1}; what follows no sync covered, and is dropped"
+        msg = f"{cut.reason}: a torn tail: the log ends at {cut.index - 1}; what follows no sync covered is dropped"
         self.repairs.append(msg)
         lf = live[cut.pos]
         if lf.data_key is not None:
