@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -351,6 +352,46 @@ def test_dump_to_a_full_device_exits_non_zero(tmp_path: Path) -> None:
         )
     assert r.returncode == cli.EXIT_ERROR
     assert r.stderr.splitlines() == ["aiowal: error: cannot write the output: No space left on device"]
+
+
+if os.environ.get("AIOWAL_SOAK"):  # make soak: a real entry over 2 GiB (a few GiB of memory, about a minute)
+
+    @pytest.mark.soak
+    def test_dump_json_of_an_entry_over_2_gib(tmp_path: Path) -> None:
+        """One write of more than 2 GiB to stdout stops at 2 GiB (Linux's limit per write), silently through
+        Python's buffered stream: the line must still come out whole."""
+        d = tmp_path / "wal"
+        data = os.urandom(1 << 20) * 2200
+        size, expected = len(data), hashlib.sha256(data).digest()
+        with DiskStorage.open(d) as st:
+            st.save(entries=[ent(1, data=data), ent(2, data=b"after")])
+        del data
+        out = tmp_path / "dump.jsonl"
+        with open(out, "wb") as fh:
+            r = subprocess.run(
+                [sys.executable, "-m", "aiowal", "dump", str(d), "--json"],
+                stdout=fh,
+                stderr=subprocess.PIPE,
+                timeout=900,
+                check=False,
+            )
+        assert r.returncode == 0, r.stderr
+        shutil.rmtree(d)
+        head = f'{{"index": 1, "term": 1, "type": "EntryNormal", "size": {size}, "data": "'.encode()
+        encoded_len = 4 * -(-size // 3)
+        got = hashlib.sha256()
+        with open(out, "rb") as fh:
+            assert fh.read(len(head)) == head
+            left = encoded_len
+            while left:
+                piece = fh.read(min(left, 4 << 20))  # a multiple of 4 characters: decodes on its own
+                assert piece
+                got.update(base64.b64decode(piece, validate=True))
+                left -= len(piece)
+            rest = fh.read().decode()
+        out.unlink()
+        assert got.digest() == expected
+        assert rest.splitlines() == ['"}', json.dumps(dump_cmd.entry_json(ent(2, data=b"after")))]
 
 
 # --- verify -------------------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from rich.console import Console
 from rich.markup import escape
@@ -112,6 +112,7 @@ def cmd_bench(args: argparse.Namespace, key: bytes | None, out: Console) -> int:
         TimeElapsedColumn(),
         console=err,
         transient=True,
+        auto_refresh=False,  # redrawn from the check's own ticks: no drawing thread competes with the measurement
         disable=args.no_progress or not err.is_terminal,
     )
     with bar:
@@ -120,11 +121,11 @@ def cmd_bench(args: argparse.Namespace, key: bytes | None, out: Console) -> int:
             directory,
             duration=seconds,
             max_callers=args.max_callers,
-            progress=lambda label, done: bar.update(task, description=label, completed=done),
+            progress=lambda label, done: bar.update(task, description=label, completed=done, refresh=True),
         )
     findings = verdict(check)
     if args.json:
-        doc = {"aiowal": __version__, **check.to_json(), "verdict": [f.__dict__ for f in findings]}
+        doc = {"aiowal": __version__, **check.to_json(), "verdict": [asdict(f) for f in findings]}
         out.out(json.dumps(doc, indent=2), highlight=False)
         return EXIT_OK
     print_check(check, findings, out)

@@ -125,8 +125,8 @@ def run_check(
     if duration <= 0:
         raise ValueError(f"duration must be positive, not {duration}")
     levels = caller_levels(max_callers)
-    share = duration / (1 + len(levels))  # the raw probe and each level get the same time
     phases = 1 + len(levels)
+    share = duration / phases  # the raw probe and each level of callers get the same time
 
     def phase(number: int, label: str) -> Callable[[float], None]:
         def tick(done: float) -> None:
