@@ -62,13 +62,13 @@ def verdict(check: DiskCheck) -> list[Finding]:
             Finding("ok", f"fdatasync p99 {duration(sync.p99)}: fast enough for a Raft log (etcd asks for under 10 ms)")
         )
     overhead = one.latency.p50 - sync.p50
-    added = f"; aiowal adds {duration(overhead)} to the raw sync" if overhead > 0 else ""
+    added = f", {duration(overhead)} above the raw sync" if overhead > 0 else ""
     found.append(
         Finding(
             "note",
             f"fdatasync p50 {duration(sync.p50)} / p99 {duration(sync.p99)}: expect at most ~{rate(1 / sync.p50)}"
             f" durable saves/s per caller, each waiting for its own sync (measured: {rate(one.saves_per_second)}/s,"
-            f" save p50 {duration(one.latency.p50)}, p99 {duration(one.latency.p99)}{added})",
+            f" save p50 {duration(one.latency.p50)}{added}, p99 {duration(one.latency.p99)})",
         )
     )
     if len(check.saves) > 1:
