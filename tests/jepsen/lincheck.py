@@ -39,6 +39,8 @@ class Op:
     ret: float
     """math.inf when the operation never returned (outcome unknown)."""
     outcome: Outcome
+    node: int | None = None
+    """The node that answered (or was last asked, when there was no answer): for reading a history, not checked."""
 
     def describe(self) -> str:
         what = {"put": f"PUT {self.key}={self.value!r}", "delete": f"DELETE {self.key}", "get": f"GET {self.key}"}
@@ -46,7 +48,8 @@ class Op:
         if self.kind == "get" and self.outcome == "ok":
             text += f" -> {'absent' if self.value is None else repr(self.value)}"
         ret = "never returned" if math.isinf(self.ret) else f"{self.ret:.6f}"
-        return f"#{self.id} p{self.process} {text} [{self.outcome}] call {self.call:.6f}, return {ret}"
+        at = f" on node {self.node}" if self.node is not None else ""
+        return f"#{self.id} p{self.process} {text} [{self.outcome}{at}] call {self.call:.6f}, return {ret}"
 
 
 def step(state: State, op: Op) -> tuple[bool, State]:
@@ -307,6 +310,7 @@ def to_json(ops: Iterable[Op]) -> list[dict[str, object]]:
             "call": op.call,
             "ret": None if math.isinf(op.ret) else op.ret,
             "outcome": op.outcome,
+            "node": op.node,
         }
         for op in ops
     ]
@@ -327,6 +331,7 @@ def from_json(records: Iterable[dict[str, object]]) -> list[Op]:
                 call=float(str(r["call"])),
                 ret=math.inf if ret is None else float(str(ret)),
                 outcome=str(r["outcome"]),  # type: ignore[arg-type]
+                node=None if r.get("node") is None else int(str(r["node"])),
             )
         )
     return out
