@@ -30,7 +30,8 @@ class Link:
         self._flowing.set()
         self._server: asyncio.Server | None = None
         self._conns: set[asyncio.StreamWriter] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # the pumps
+        self._handlers: set[asyncio.Task[None]] = set()  # one per accepted connection
 
     async def start(self) -> int:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -50,6 +51,15 @@ class Link:
                 t.cancel()
 
     async def _accept(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        try:
+            await self._forward(client_r, client_w)
+        finally:
+            self._handlers.discard(task)
+
+    async def _forward(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         if self.mode == "down":
             client_w.transport.abort()
             return
@@ -101,6 +111,8 @@ class Link:
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._handlers:
+            await asyncio.wait(list(self._handlers), timeout=1.0)
 
 
 class Network:

@@ -129,7 +129,7 @@ async def test_isolated_leader_is_replaced_and_catches_up_when_healed(tmp_path: 
             "the old leader has the new write",
             lambda: http("GET", cluster.url(old, "/local"), timeout=1)[1].get("k") == "v",
         )
-        assert all(net.links[pair].forwarded > 0 for pair in net.links)  # every node talked to every other
+        assert net.links[new, old].forwarded > 0  # the catching up went through the proxy
     finally:
         await asyncio.to_thread(cluster.stop_all)
         await net.close()
