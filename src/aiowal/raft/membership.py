@@ -49,13 +49,17 @@ class Membership:
         return m
 
     def to_conf_state(self) -> ConfState:
-        return ConfState(
+        """The ConfState of this configuration, its lists sorted (``auto_leave`` is set only when true, so that it
+        compares equal to a ConfState built with only the fields in use)."""
+        cs = ConfState(
             voters=sorted(self.voters),
             voters_outgoing=sorted(self.voters_outgoing),
             learners=sorted(self.learners),
             learners_next=sorted(self.learners_next),
-            auto_leave=self.auto_leave,
         )
+        if self.auto_leave:
+            cs.auto_leave = True
+        return cs
 
     @property
     def joint(self) -> bool:
@@ -184,8 +188,7 @@ class _Sets:
                 self.make_learner(nid)
             elif c.type == ConfChangeType.ConfChangeRemoveNode:
                 self.remove(nid)
-            elif c.type != ConfChangeType.ConfChangeUpdateNode:
-                raise ConfChangeError(f"unexpected configuration change type {c.type}")
+            # ConfChangeUpdateNode changes no membership (the protobuf enum admits no other value).
         if not self.voters:
             raise ConfChangeError("the change removes all voters")
 
