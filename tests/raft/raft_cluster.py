@@ -9,7 +9,39 @@ from collections.abc import Callable, Iterable
 
 from aiowal.raft import Config, MemoryStorage, RawNode, StateType, decode_conf_change
 from aiowal.raft.messages import msg_from
-from aiowal.raftpb import ConfChange, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, HardState, Message
+from aiowal.raftpb import (
+    ConfChange,
+    ConfChangeSingle,
+    ConfChangeTransition,
+    ConfChangeType,
+    ConfChangeV2,
+    ConfState,
+    Entry,
+    EntryType,
+    HardState,
+    Message,
+)
+
+ADD, REMOVE, LEARNER, UPDATE = (
+    ConfChangeType.ConfChangeAddNode,
+    ConfChangeType.ConfChangeRemoveNode,
+    ConfChangeType.ConfChangeAddLearnerNode,
+    ConfChangeType.ConfChangeUpdateNode,
+)
+AUTO, IMPLICIT, EXPLICIT = (
+    ConfChangeTransition.ConfChangeTransitionAuto,
+    ConfChangeTransition.ConfChangeTransitionJointImplicit,
+    ConfChangeTransition.ConfChangeTransitionJointExplicit,
+)
+LEAVE = ConfChangeV2()
+"""The empty ConfChangeV2: leave the joint configuration."""
+
+
+def v2(
+    *changes: tuple[ConfChangeType.ValueType, int], transition: ConfChangeTransition.ValueType = AUTO
+) -> ConfChangeV2:
+    """A ConfChangeV2 of (type, node id) changes."""
+    return ConfChangeV2(transition=transition, changes=[ConfChangeSingle(type=t, node_id=n) for t, n in changes])
 
 
 class Cluster:
@@ -74,8 +106,8 @@ class Cluster:
         return rn
 
     def bootstrap_changes(self) -> list[ConfChange]:
-        return [ConfChange(type=ConfChangeType.ConfChangeAddNode, node_id=i) for i in self.voters] + [
-            ConfChange(type=ConfChangeType.ConfChangeAddLearnerNode, node_id=i) for i in self.learners
+        return [ConfChange(type=ADD, node_id=i) for i in self.voters] + [
+            ConfChange(type=LEARNER, node_id=i) for i in self.learners
         ]
 
     def restart(self, id_: int) -> RawNode:

@@ -4,28 +4,11 @@ configuration, and which changes are refused (etcd's confchange rules)."""
 from __future__ import annotations
 
 import pytest
+from raft_cluster import ADD, EXPLICIT, IMPLICIT, LEARNER, LEAVE, REMOVE, UPDATE, v2
 
 from aiowal.raft import ConfChangeError, Membership
 from aiowal.raft.membership import apply_change, enters_joint, leaves_joint, simple
-from aiowal.raftpb import ConfChange, ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, ConfState
-
-ADD, REMOVE, LEARNER, UPDATE = (
-    ConfChangeType.ConfChangeAddNode,
-    ConfChangeType.ConfChangeRemoveNode,
-    ConfChangeType.ConfChangeAddLearnerNode,
-    ConfChangeType.ConfChangeUpdateNode,
-)
-AUTO, IMPLICIT, EXPLICIT = (
-    ConfChangeTransition.ConfChangeTransitionAuto,
-    ConfChangeTransition.ConfChangeTransitionJointImplicit,
-    ConfChangeTransition.ConfChangeTransitionJointExplicit,
-)
-
-
-def v2(
-    *changes: tuple[ConfChangeType.ValueType, int], transition: ConfChangeTransition.ValueType = AUTO
-) -> ConfChangeV2:
-    return ConfChangeV2(transition=transition, changes=[ConfChangeSingle(type=t, node_id=n) for t, n in changes])
+from aiowal.raftpb import ConfChange, ConfChangeSingle, ConfChangeV2, ConfState
 
 
 def conf(
@@ -42,9 +25,6 @@ def conf(
         frozenset(learners_next or ()),
         auto_leave,
     )
-
-
-LEAVE = ConfChangeV2()
 
 
 def test_which_changes_go_through_a_joint_configuration() -> None:

@@ -7,16 +7,13 @@ from __future__ import annotations
 import random
 
 import pytest
-from raft_cluster import Cluster
+from raft_cluster import ADD, EXPLICIT, IMPLICIT, LEARNER, LEAVE, REMOVE, Cluster, v2
 from raft_harness import msg, persist, read_messages
 
-from aiowal.raft import Config, ConfChangeError, ConfChangeRefusedError, MemoryStorage, Raft, StateType
+from aiowal.raft import ConfChangeError, ConfChangeRefusedError, Config, MemoryStorage, Raft, StateType
 from aiowal.raft.messages import MT
 from aiowal.raftpb import (
     ConfChange,
-    ConfChangeSingle,
-    ConfChangeTransition,
-    ConfChangeType,
     ConfChangeV2,
     ConfState,
     Entry,
@@ -25,24 +22,7 @@ from aiowal.raftpb import (
     SnapshotMetadata,
 )
 
-ADD, REMOVE, LEARNER = (
-    ConfChangeType.ConfChangeAddNode,
-    ConfChangeType.ConfChangeRemoveNode,
-    ConfChangeType.ConfChangeAddLearnerNode,
-)
-AUTO, IMPLICIT, EXPLICIT = (
-    ConfChangeTransition.ConfChangeTransitionAuto,
-    ConfChangeTransition.ConfChangeTransitionJointImplicit,
-    ConfChangeTransition.ConfChangeTransitionJointExplicit,
-)
-LEAVE = ConfChangeV2()
 JOINT = ConfState(voters=[1, 4, 5], voters_outgoing=[1, 2, 3])
-
-
-def v2(
-    *changes: tuple[ConfChangeType.ValueType, int], transition: ConfChangeTransition.ValueType = AUTO
-) -> ConfChangeV2:
-    return ConfChangeV2(transition=transition, changes=[ConfChangeSingle(type=t, node_id=n) for t, n in changes])
 
 
 def raft_in(cs: ConfState, id_: int = 1, *, check_quorum: bool = False) -> Raft:

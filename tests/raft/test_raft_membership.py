@@ -7,7 +7,7 @@ import random
 import pytest
 from raft_harness import Network, msg, new_raft, persist, read_messages
 
-from aiowal.raft import Config, ConfChangeRefusedError, MemoryStorage, RawNode, StateType
+from aiowal.raft import ConfChangeRefusedError, Config, MemoryStorage, RawNode, StateType
 from aiowal.raft.messages import MT
 from aiowal.raft.raft import Raft
 from aiowal.raftpb import ConfChange, ConfChangeType, Entry, EntryType
