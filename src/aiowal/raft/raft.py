@@ -730,11 +730,8 @@ class Raft:
         if self.state is StateType.LEADER:
             pr = self.prs.progress.get(self.id)
             if pr is None or pr.is_learner:
-                # Removed or demoted: tell the others the commit index (so that they apply this change too), then
-                # stop leading; the remaining voters elect a leader among themselves.
-                for id_ in self.prs.progress:
-                    if id_ != self.id:
-                        self._send_heartbeat(id_)
+                # Removed or demoted: stop leading. The remaining voters elect a leader among themselves, which
+                # commits this change if they have not learnt of its commit yet.
                 self.become_follower(self.term, NONE)
             else:
                 if self._maybe_commit():
