@@ -10,7 +10,15 @@ import pytest
 from raft_cluster import ADD, EXPLICIT, IMPLICIT, LEARNER, LEAVE, REMOVE, Cluster, v2
 from raft_harness import msg, persist, read_messages
 
-from aiowal.raft import ConfChangeError, ConfChangeRefusedError, Config, MemoryStorage, Raft, StateType
+from aiowal.raft import (
+    ConfChangeError,
+    ConfChangeRefusedError,
+    Config,
+    MemoryStorage,
+    Raft,
+    StateType,
+    decode_conf_change,
+)
 from aiowal.raft.messages import MT
 from aiowal.raftpb import (
     ConfChange,
@@ -392,3 +400,32 @@ def test_status_shows_the_configuration_and_each_members_progress() -> None:
     assert all(p.match == last and p.next == last + 1 for p in st.progress.values())
     assert st.progress[3].is_learner and not st.progress[2].is_learner
     assert c.nodes[2].status().progress == {}
+
+
+def test_read_index_in_a_joint_configuration_of_the_leader_alone() -> None:
+    """{1} && {1} (entered to add a learner): the leader's own ack is a quorum, so a read is served without
+    waiting for a heartbeat response (the learner is cut off and never answers)."""
+    c = Cluster([1], learners=[2])
+    c.elect(1)
+    c.change(1, v2((LEARNER, 3), transition=EXPLICIT))
+    assert c.conf(1) == ConfState(voters=[1], voters_outgoing=[1], learners=[2, 3])
+    c.isolate(2)
+    rn = c.nodes[1]
+    rn.read_index(b"ctx")
+    rd = rn.ready()
+    assert [(rs.index, rs.request_ctx) for rs in rd.read_states] == [(rn.raft.raft_log.committed, b"ctx")]
+
+
+def test_proposed_changes_are_logged_with_their_entry_type() -> None:
+    c = Cluster([1, 2, 3])
+    c.elect(1)
+    c.change(1, ConfChange(type=LEARNER, node_id=4))
+    c.change(1, v2((ADD, 4), transition=EXPLICIT))
+    log = c.nodes[1].raft.raft_log
+    last = log.last_index()
+    ents = log.slice(last - 1, last + 1, None)
+    assert [e.type for e in ents] == [EntryType.EntryConfChange, EntryType.EntryConfChangeV2]
+    assert decode_conf_change(ents[0]) == ConfChange(type=LEARNER, node_id=4)
+    assert decode_conf_change(ents[1]) == v2((ADD, 4), transition=EXPLICIT)
+    with pytest.raises(ValueError, match="not a configuration change"):
+        decode_conf_change(Entry(index=9))

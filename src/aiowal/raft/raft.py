@@ -572,7 +572,12 @@ class Raft:
     def _start_read_index(self, m: Message) -> None:
         ctx = m.entries[0].data
         self.read_only.add_request(self.raft_log.committed, m)
-        self.read_only.recv_ack(self.id, ctx)
+        acks = self.read_only.recv_ack(self.id, ctx)
+        if acks is not None and self.prs.has_quorum(acks):
+            # This node alone is a quorum (e.g. the joint configuration {self} && {self}): nobody else must confirm.
+            for rs in self.read_only.advance(ctx):
+                self._respond_read_index(rs.req, rs.index)
+            return
         self.bcast_heartbeat(ctx)
 
     def _release_pending_read_index(self) -> None:
