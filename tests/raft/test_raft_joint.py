@@ -15,6 +15,7 @@ from aiowal.raft import (
     ConfChangeRefusedError,
     Config,
     MemoryStorage,
+    ProposalDroppedError,
     Raft,
     StateType,
     decode_conf_change,
@@ -429,3 +430,26 @@ def test_proposed_changes_are_logged_with_their_entry_type() -> None:
     assert decode_conf_change(ents[1]) == v2((ADD, 4), transition=EXPLICIT)
     with pytest.raises(ValueError, match="not a configuration change"):
         decode_conf_change(Entry(index=9))
+
+
+def test_a_leader_leaving_the_configuration_takes_no_more_proposals() -> None:
+    """Regression: the leader of {4} && {1,2,3} logged a proposal after the leave; only 2 and 3 got it, the leader
+    stepped down on applying the leave, and 4 (which had not learnt of the commit, so still needed the votes of
+    1, 2 or 3) could never be elected: its log was behind theirs, and they no longer campaign."""
+    c = Cluster([1, 2, 3])
+    c.start(4)
+    c.elect(1)
+    c.change(1, v2((ADD, 4), (REMOVE, 1), (REMOVE, 2), (REMOVE, 3), transition=EXPLICIT))
+    leave_index = c.nodes[1].raft.raft_log.last_index() + 1
+    # 4 gets the leave entry, but nothing after it, nor the news that it is committed.
+    c.drop_if = lambda m: m.to == 4 and m.type == MT.MsgApp and (m.commit >= leave_index or m.index >= leave_index)
+    c.nodes[1].propose_conf_change(LEAVE)
+    with pytest.raises(ProposalDroppedError, match="leaving"):
+        c.nodes[1].propose(b"x")
+    c.pump()
+    assert c.nodes[1].raft.state is StateType.FOLLOWER
+    assert c.conf(4).voters_outgoing  # 4 does not know the leave is committed
+    c.drop_if = None
+    c.tick(60)
+    assert c.leader() == 4
+    assert c.conf(4) == ConfState(voters=[4])

@@ -4,6 +4,7 @@ replication with flow control, snapshots, linearizable reads (read index), leade
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import random
@@ -132,6 +133,7 @@ class Raft:
         self.pending_read_index_msgs: list[Message] = []
         self.lead_transferee = NONE
         self.pending_conf_index = 0
+        self.leaving_index = 0
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
         self.check_quorum = config.check_quorum
@@ -186,6 +188,7 @@ class Raft:
         self.read_only = ReadOnly()
         self.pending_read_index_msgs = []
         self.pending_conf_index = 0
+        self.leaving_index = 0
 
     def become_follower(self, term: int, lead: int) -> None:
         self._step = self._step_follower
@@ -224,6 +227,7 @@ class Raft:
         self.prs.progress[self.id].become_replicate()
         # Entries up to here may hold a configuration change not yet applied: allow no new one before they are.
         self.pending_conf_index = self.raft_log.last_index()
+        self.leaving_index = self._unapplied_self_removal()
         # An empty entry of the new term lets the leader commit the entries of earlier terms.
         self._append_entry([Entry()])
         self._maybe_auto_leave(broadcast=False)  # the caller broadcasts the new term's entries
@@ -463,18 +467,25 @@ class Raft:
                 raise ProposalDroppedError("this node is not in the group")
             if self.lead_transferee != NONE:
                 raise ProposalDroppedError("leadership is being transferred")
+            if self.leaving_index > self.raft_log.applied:
+                # Entries after the change that takes this leader's vote away could reach only part of the nodes:
+                # those of the new configuration that lack them could then not be elected (their logs would be
+                # behind), and the nodes that hold them do not campaign once the change removes them.
+                raise ProposalDroppedError("this leader is leaving the configuration")
             ents = list(m.entries)
             pending_before = self.pending_conf_index
             for i, e in enumerate(ents):
                 if e.type not in CONF_CHANGE_TYPES:
                     continue
-                refusal = self._conf_change_refusal(e)
-                if refusal is None:
+                refusal, after = self._check_conf_change(e)
+                if after is not None:
                     self.pending_conf_index = self.raft_log.last_index() + i + 1
+                    if self.id not in after.voter_ids():
+                        self.leaving_index = self.pending_conf_index
                 elif msg_from(m) in (NONE, self.id):
                     # Proposed here: refuse the whole proposal, so that the caller knows.
                     self.pending_conf_index = pending_before
-                    raise ConfChangeRefusedError(refusal)
+                    raise ConfChangeRefusedError(str(refusal))
                 else:
                     # Forwarded from a follower, which cannot be told: log an empty entry instead (etcd's way).
                     ents[i] = Entry()
@@ -706,25 +717,37 @@ class Raft:
         return True
 
     # --- membership --------------------------------------------------------------------------------------------
-    def _conf_change_refusal(self, e: Entry) -> str | None:
-        """Why the leader will not log the configuration change in ``e`` now, or None if it will."""
-        applied = self.raft_log.applied
-        if self.pending_conf_index > applied:
-            return f"the configuration change at index {self.pending_conf_index} is not applied yet (applied {applied})"
+    def _check_conf_change(self, e: Entry) -> tuple[str, None] | tuple[None, Membership]:
+        """(why not, None) if the leader will not log the configuration change in ``e`` now, or (None, the
+        configuration it leads to)."""
+        applied, pending = self.raft_log.applied, self.pending_conf_index
+        if pending > applied:
+            return f"the configuration change at index {pending} is not applied yet (applied {applied})", None
         try:
             cc = decode_conf_change(e)
         except DecodeError as exc:
-            return f"undecodable configuration change: {exc}"
+            return f"undecodable configuration change: {exc}", None
         wants_leave = not as_v2(cc).changes
         if self.prs.is_joint() and not wants_leave:
-            return "the configuration is joint: leave it first"
+            return "the configuration is joint: leave it first", None
         if not self.prs.is_joint() and wants_leave:
-            return "the configuration is not joint: nothing to leave"
+            return "the configuration is not joint: nothing to leave", None
         try:
-            apply_change(self.prs.membership, cc)
+            return None, apply_change(self.prs.membership, cc)
         except ConfChangeError as exc:
-            return str(exc)
-        return None
+            return str(exc), None
+
+    def _unapplied_self_removal(self) -> int:
+        """The index of the last unapplied configuration change in the log if, once the unapplied changes are
+        applied, this node is no longer a voter; else 0."""
+        log = self.raft_log
+        m, last_change = self.prs.membership, 0
+        for e in log.slice(log.applied + 1, log.last_index() + 1, None):
+            if e.type in CONF_CHANGE_TYPES:
+                with contextlib.suppress(ConfChangeError, DecodeError):
+                    m = apply_change(m, decode_conf_change(e))
+                last_change = e.index
+        return last_change if last_change and self.id not in m.voter_ids() else 0
 
     def apply_conf_change(self, cc: ConfChange | ConfChangeV2) -> ConfState:
         """Apply a committed configuration change and return the configuration now in force. Raises ConfChangeError
@@ -764,6 +787,8 @@ class Raft:
             and self.lead_transferee == NONE
         ):
             self.pending_conf_index = self.raft_log.last_index() + 1
+            if self.id not in self.prs.membership.voters:
+                self.leaving_index = self.pending_conf_index
             self._append_entry([Entry(type=EntryType.EntryConfChangeV2)])
             if broadcast:
                 self.bcast_append()
