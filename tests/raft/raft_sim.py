@@ -344,7 +344,10 @@ class SimNode:
             if e.type in (EntryConfChange, EntryConfChangeV2):
                 cc = decode_conf_change(e)
                 assert self.rn is not None
+                was_leader = self.rn.raft.state is StateType.LEADER
                 cs = self.rn.apply_conf_change(cc)
+                if was_leader and self.rn.raft.state is not StateType.LEADER:
+                    sim.stats["leaders_removed"] += 1  # it stepped down: the change took its vote away
                 self.set_ref_conf(reference_conf(self.ref_conf, cc))
                 if conf_key(cs) != conf_key(self.ref_conf):
                     raise SafetyViolation(f"node {self.id} applied {cc} at {e.index}: {cs} instead of {self.ref_conf}")
@@ -603,9 +606,6 @@ class Sim:
             stats["auto_leaves"] += prev.auto_leave
         stats["learners_added"] += len(set(cs.learners) - members_of(prev))
         stats["learners_promoted"] += len(set(cs.voters) & set(prev.learners))
-        lead = self.leader()
-        if lead is not None and lead.id in {*prev.voters, *prev.voters_outgoing} and lead.id not in cs.voters:
-            stats["leaders_removed"] += 1
         members = members_of(cs)
         for nid in sorted(members):
             if nid not in self.nodes:
