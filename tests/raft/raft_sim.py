@@ -379,6 +379,7 @@ class Sim:
         self.conf_at: dict[int, ConfKey] = {}  # index of a change -> the configuration it led to, on every node
         self.last_conf_index = 0
         self.leaving: dict[int, int] = {}  # a removed server -> the index of the change that removed it
+        self.removed: set[int] = set()  # every server ever removed
         self.current_conf = ConfState()  # the configuration of the latest change applied anywhere
         self.now = 0
         self.seq = 0
@@ -567,7 +568,10 @@ class Sim:
             return LEAVE  # an explicit leave (when the leader is about to leave by itself, it refuses this one)
         if rng.random() < 0.03:
             return LEAVE if not cs.voters_outgoing else v2((ADD, self.new_id()))  # invalid: refused
-        voters, learners = list(cs.voters), list(cs.learners)
+        # Like etcd's cluster membership, the operator never reuses the id of a removed server (the leader's view may
+        # be stale and still list one).
+        voters = [i for i in cs.voters if i not in self.removed]
+        learners = [i for i in cs.learners if i not in self.removed]
         picks: list[tuple[ConfChangeType.ValueType, int]] = []
         n_changes = rng.choice([2, 2, 3]) if rng.random() < self.cfg.joint_share else 1
         for _ in range(n_changes):
@@ -614,6 +618,7 @@ class Sim:
             for nid in self.nodes:
                 if nid not in members and nid not in self.retired:
                     self.leaving.setdefault(nid, index)
+                    self.removed.add(nid)
         self.retire_removed()
 
     def retire_removed(self) -> None:
