@@ -39,6 +39,12 @@ def test_simulation_with_frequent_membership_changes(seed: int) -> None:
     assert all(sim.nodes[i].applied == max(sim.committed) for i in sim.members())
 
 
+@pytest.mark.parametrize("seed", [4440])
+def test_simulation_seeds_that_failed_in_the_soak(seed: int) -> None:
+    """4440: a leader with a stale view proposed to re-add a removed server, which the operator had shut down."""
+    run_seed(seed, ticks=300)
+
+
 def test_simulation_exercises_every_fault() -> None:
     """The seeds of ``make test`` drop, duplicate, partition, crash, send snapshots, serve reads, transfer
     leadership and change membership in every way, starting with 3 to 5 nodes."""
