@@ -453,3 +453,20 @@ def test_a_leader_leaving_the_configuration_takes_no_more_proposals() -> None:
     c.tick(60)
     assert c.leader() == 4
     assert c.conf(4) == ConfState(voters=[4])
+
+
+def test_auto_leave_waits_for_a_leader_transfer_to_end() -> None:
+    """A leader that is handing over leadership takes no proposals, its own leave included; when the transfer is
+    given up (an election timeout later) it leaves the joint configuration."""
+    c = Cluster([1, 2, 3])
+    c.start(4)
+    c.elect(1)
+    c.isolate(2)
+    c.nodes[1].propose_conf_change(v2((ADD, 4), transition=IMPLICIT))
+    c.nodes[1].transfer_leader(2)
+    c.pump()
+    assert c.conf(1).voters_outgoing and c.nodes[1].raft.lead_transferee == 2
+    c.tick(c.election_tick, ids=[1])
+    assert c.nodes[1].raft.lead_transferee == 0
+    assert c.conf(1) == ConfState(voters=[1, 2, 3, 4])
+    assert c.conf(4) == ConfState(voters=[1, 2, 3, 4])
