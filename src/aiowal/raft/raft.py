@@ -493,13 +493,12 @@ class Raft:
             self.bcast_append()
             return
         if t == MT.MsgReadIndex:
-            if self.prs.is_singleton():
-                self._respond_read_index(m, self.raft_log.committed)
-            elif not self._committed_entry_in_current_term():
-                # The commit index of a new leader may lag: answer once an entry of its term is committed.
+            if not self._committed_entry_in_current_term():
+                # The commit index of a new leader may lag (even a lone voter's: it counts its own entries once
+                # saved): answer once an entry of its term is committed.
                 self.pending_read_index_msgs.append(m)
             else:
-                self._start_read_index(m)
+                self._start_read_index(m)  # a lone voter answers at once: its own ack is the quorum
             return
 
         frm = msg_from(m)

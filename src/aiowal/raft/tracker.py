@@ -75,10 +75,6 @@ class ProgressTracker:
     def is_joint(self) -> bool:
         return self.membership.joint
 
-    def is_singleton(self) -> bool:
-        m = self.membership
-        return len(m.voters) == 1 and not m.joint
-
     # --- quorum decisions ------------------------------------------------------------------------------------
     def committed(self) -> int:
         """The largest index replicated on a majority of voters (of each half, when joint)."""
