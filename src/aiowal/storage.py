@@ -91,7 +91,7 @@ class DiskStorage:
         self._closed = False
         self._failed: str | None = None
         self._commit_clamp: int | None = None
-        # Read-only, beside a live writer: the view ends at the durable mark taken at open (see _check_view).
+        # Read-only, beside a live writer: the mark's count of lowerings when the view was taken (see _check_view).
         self._view_mark: int | None = None
         self.repairs: list[str] = [*meta.repairs, *wal.repairs]
 
@@ -196,7 +196,7 @@ class DiskStorage:
             )
             st = cls(path, meta, wal, lock_fd, fs, hard_sync)
             if read_only and meta.durable_index is not None and fs.dir_in_use(path):
-                st._follow_writer(meta.durable_index)
+                st._follow_writer(meta.durable_index, meta.mark_lowered)
             st._recover()
             return st
         except BaseException:
@@ -208,10 +208,10 @@ class DiskStorage:
                 fs.unlock_dir(lock_fd)
             raise
 
-    def _follow_writer(self, durable: int) -> None:
+    def _follow_writer(self, durable: int, lowered: int) -> None:
         """A read-only view of a directory a writer has open shows what that writer had made durable (entries up to
         the durable mark) and checks after each read that the writer has not since overwritten any of it."""
-        self._view_mark = durable
+        self._view_mark = lowered
         self._wal.limit_view(max(durable, self._meta.snapshot_index))
 
     def _check_view(self) -> None:
@@ -219,11 +219,11 @@ class DiskStorage:
         ``StorageError`` says the writer replaced them (the view must be reopened)."""
         if self._view_mark is None:
             return
-        durable = self._meta.read_durable_index()
-        if durable is not None and durable < self._view_mark:
+        durable, lowered = self._meta.read_durable_mark()
+        if durable is None or lowered != self._view_mark:
             raise StorageError(
-                f"{self.path}: the writer replaced entries from {durable + 1} on since this read-only view was taken;"
-                " reopen it to read the current log"
+                f"{self.path}: the writer replaced entries (an overwrite, or a snapshot through save) since this"
+                " read-only view was taken; reopen it to read the current log"
             )
 
     def _recover(self) -> None:
