@@ -451,7 +451,7 @@ static void *sync_worker_main(void *arg) {
     pthread_mutex_lock(&w->mu);
     for (;;) {
         while (!w->pending && !w->stop) pthread_cond_wait(&w->cv, &w->mu);
-        if (w->stop) break;
+        if (!w->pending) break; /* stopped; a request submitted before close() still runs first */
         int nfds = w->nfds, fds[SYNC_MAX_FDS];
         memcpy(fds, w->fds, sizeof(int) * (size_t)nfds);
         pthread_mutex_unlock(&w->mu);
@@ -627,7 +627,7 @@ static PyMethodDef sync_worker_methods[] = {
     {"submit", (PyCFunction)sync_worker_submit, METH_O, "Start fdatasync of each descriptor, in order."},
     {"result", (PyCFunction)sync_worker_result, METH_NOARGS, "None while running, else the errno (0: done)."},
     {"fileno", (PyCFunction)sync_worker_fileno, METH_NOARGS, "The eventfd that becomes readable when a sync ends."},
-    {"close", (PyCFunction)sync_worker_close, METH_NOARGS, "Stop the thread (after the sync in flight) and close."},
+    {"close", (PyCFunction)sync_worker_close, METH_NOARGS, "Stop the thread (after the sync submitted, if any) and close."},
     {NULL, NULL, 0, NULL},
 };
 
