@@ -48,7 +48,8 @@ sanitize: $(STAMP)
 		src/aiowal/_speedups.c -o $(SPEEDUPS_SO)
 	LD_PRELOAD="$$(cc -print-file-name=libasan.so) $$(cc -print-file-name=libubsan.so)" PYTHONMALLOC=malloc \
 		ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-		$(BIN)/pytest -q -p no:cacheprovider -p no:faulthandler --capture=sys -m "not soak" $(SANITIZE_TESTS); \
+		$(BIN)/pytest -q -p no:cacheprovider -p no:faulthandler --capture=sys -m "not soak" \
+		--aiowal-path=c-accelerator $(SANITIZE_TESTS); \
 		status=$$?; $(BIN)/python setup.py -q build_ext --inplace --force; exit $$status
 
 proto: $(STAMP)
