@@ -377,7 +377,7 @@ def test_a_failed_fdatasync_on_the_worker_fails_the_storage(loop: str, tmp_path:
             bad = os.open(os.devnull, os.O_RDONLY)
             os.close(bad)  # a descriptor number that is not open: fdatasync fails with EBADF
             with pytest.raises(StorageIOError) as info:
-                await st._sync(FdSync(st.storage._fs, [bad]))
+                await st._run_step(FdSync(st.storage.fs, [bad]))
             assert info.value.errno == errno.EBADF
             with pytest.raises(StorageFailedError):
                 await st.save(entries=[ent(2)])

@@ -140,7 +140,7 @@ def test_key_registry_missing_or_short(tmp_path: Path) -> None:
     reg = tmp_path / "KEYREGISTRY"
     saved = reg.read_bytes()
     reg.unlink()
-    with pytest.raises(EncryptionKeyError, match="Invalid datakey id"):
+    with pytest.raises(CorruptionError, match=r"KEYREGISTRY: missing, but .*00001\.wal is encrypted with data key"):
         DiskStorage.open(tmp_path, key=KEY)
     assert not reg.exists()
     reg.write_bytes(saved[:20])
@@ -162,52 +162,44 @@ def _cut_points(rng: random.Random, end: int, count: int) -> list[int]:
 
 @pytest.mark.parametrize("key", KEYS)
 def test_truncated_current_file(tmp_path: Path, small_files: None, key: bytes | None) -> None:
-    """Cutting the current file anywhere: opening either keeps a prefix of the log (the lost tail is reported in
-    ``repairs``) or raises CorruptionError naming the file; the directory then takes new entries."""
+    """Every entry of a closed directory was synced: cutting the current file anywhere before the end of its data
+    loses acknowledged entries, so opening (read-only or not) raises CorruptionError naming the file and an offset
+    and changes nothing; a cut past the data end loses nothing, and the directory then takes new entries."""
     rng = random.Random(10)
     probe = tmp_path / "probe"
     ents = build(probe, key)
     cur = probe / "00003.wal"
     end = data_end(cur, slot_count(cur))
-    outcomes = {"ok": 0, "cut": 0, "corrupt": 0}
+    outcomes = {"ok": 0, "corrupt": 0}
     for k, cut in enumerate(_cut_points(rng, end, 24)):
         d = tmp_path / f"t{k}"
         assert build(d, key) == ents
         with open(d / "00003.wal", "r+b") as fh:
             fh.truncate(cut)
-        size_before = file_digest(d / "00003.wal")
+        before = {p.name: file_digest(p) for p in d.iterdir()}
         ro = open_outcome(d, key, read_only=True)
-        assert file_digest(d / "00003.wal") == size_before  # read-only repairs nothing
         st = open_outcome(d, key)
+        assert {p.name: file_digest(p) for p in d.iterdir()} == before or not isinstance(st, CorruptionError)
         if isinstance(st, CorruptionError):
             assert isinstance(ro, CorruptionError)
-            assert "00003.wal" in str(st) and "offset" in str(st)
-            assert cut < DATA_START
+            assert "00003.wal" in str(st) and "offset" in str(st) and "made durable" in str(st)
+            assert cut < end
             outcomes["corrupt"] += 1
             shutil.rmtree(d)
             continue
         assert isinstance(ro, DiskStorage)
-        got = all_entries(st)
-        assert all_entries(ro) == got
+        assert all_entries(st) == all_entries(ro) == ents
         ro.close()
-        assert 10 <= len(got) <= 12
-        assert got == ents[: len(got)]
-        if len(got) < 12:
-            # a file of size 0 looks like one a crash left half created: nothing in it to report
-            assert st.repairs or cut == 0, cut
-            outcomes["cut"] += 1
-        else:
-            assert cut >= end
-            outcomes["ok"] += 1
-        # the repaired log takes new entries, and they survive a reopen
-        nxt = E(len(got) + 1, 9, b"after the cut")
+        assert cut >= end
+        outcomes["ok"] += 1
+        nxt = E(13, 9, b"after the cut")
         st.save(entries=[nxt])
         st.close()
         with DiskStorage.open(d, key=key) as st:
-            assert all_entries(st) == [*got, nxt]
+            assert all_entries(st) == [*ents, nxt]
             assert st.repairs == []
         shutil.rmtree(d)
-    assert outcomes["ok"] and outcomes["cut"] and outcomes["corrupt"]
+    assert outcomes["ok"] and outcomes["corrupt"]
 
 
 @pytest.mark.parametrize("key", KEYS)
@@ -235,23 +227,31 @@ def test_truncated_older_file(tmp_path: Path, small_files: None, key: bytes | No
 @pytest.mark.parametrize("key", KEYS)
 @pytest.mark.parametrize("slot", [0, 1, 2, 3])
 def test_garbage_slot_in_current_file(tmp_path: Path, small_files: None, key: bytes | None, slot: int) -> None:
-    """Garbage at slot ``slot`` of the current file (it holds 11, 12): the log is cut before it, and the cut is
-    logged in ``repairs``."""
+    """Garbage at slot ``slot`` of the current file (it holds 11, 12, both synced): over a used slot it is damage
+    to acknowledged entries (CorruptionError naming the file and offset, nothing changed); past them it is a
+    tail no sync covered, which open cuts and logs in ``repairs``."""
     ents = build(tmp_path, key)
     rng = random.Random(slot)
     with open(tmp_path / "00003.wal", "r+b") as fh:
         fh.seek(slot * SLOT_SIZE)
         fh.write(rng.randbytes(SLOT_SIZE))
-    keep = 10 + min(slot, 2)
+    before = file_digest(tmp_path / "00003.wal")
+    if slot < 2:
+        for read_only in (True, False):
+            with pytest.raises(CorruptionError, match=r"00003\.wal: offset \d+: .*made durable"):
+                DiskStorage.open(tmp_path, key=key, read_only=read_only)
+        assert file_digest(tmp_path / "00003.wal") == before
+        return
     with DiskStorage.open(tmp_path, key=key, read_only=True) as ro:
-        assert all_entries(ro) == ents[:keep]
+        assert all_entries(ro) == ents
         assert ro.repairs
+    assert file_digest(tmp_path / "00003.wal") == before
     with DiskStorage.open(tmp_path, key=key) as st:
-        assert all_entries(st) == ents[:keep]
-        assert any("00003.wal" in r for r in st.repairs)
-        st.save(entries=[E(keep + 1, 9, b"new")])
+        assert all_entries(st) == ents
+        assert any(f"00003.wal: offset {slot * SLOT_SIZE}" in r for r in st.repairs)
+        st.save(entries=[E(13, 9, b"new")])
     with DiskStorage.open(tmp_path, key=key) as st:
-        assert all_entries(st) == [*ents[:keep], E(keep + 1, 9, b"new")]
+        assert all_entries(st) == [*ents, E(13, 9, b"new")]
         assert st.repairs == []
 
 
@@ -267,7 +267,7 @@ def test_garbage_slot_in_older_file(tmp_path: Path, small_files: None, key: byte
         with pytest.raises(CorruptionError, match=r"00002\.wal") as info:
             DiskStorage.open(tmp_path, key=key, read_only=read_only)
         if slot:
-            assert f"00002.wal: offset {min(slot, 5) * SLOT_SIZE}: invalid slot" in str(info.value)
+            assert f"00002.wal: offset {slot * SLOT_SIZE}: slot {slot}" in str(info.value)
         else:  # slot 0 decides where the file sorts: the gap it leaves is reported, naming the file
             assert re.search(r"\.wal: offset 0: first entry 11 leaves a gap .*00002\.wal", str(info.value))
     assert file_digest(tmp_path / "00002.wal") == before
@@ -276,7 +276,8 @@ def test_garbage_slot_in_older_file(tmp_path: Path, small_files: None, key: byte
 @pytest.mark.parametrize("key", KEYS)
 @pytest.mark.parametrize("which", [0, 1])
 def test_flipped_data_byte_in_current_file(tmp_path: Path, small_files: None, key: bytes | None, which: int) -> None:
-    """A record whose bytes do not match its slot's CRC ends the valid log (a torn write after a power cut)."""
+    """A synced record whose bytes no longer match its slot's CRC is damage to an acknowledged entry:
+    CorruptionError naming the file and the slot's offset, and nothing is cut (not a torn tail to repair)."""
     ents = build(tmp_path, key, seed=3)
     assert ents[10].data and ents[11].data
     cur = tmp_path / "00003.wal"
@@ -287,9 +288,11 @@ def test_flipped_data_byte_in_current_file(tmp_path: Path, small_files: None, ke
         b = fh.read(1)
         fh.seek(off + 4)
         fh.write(bytes([b[0] ^ 0x40]))
-    with DiskStorage.open(tmp_path, key=key) as st:
-        assert all_entries(st) == ents[: 10 + which]
-        assert st.repairs
+    before = file_digest(cur)
+    for read_only in (True, False):
+        with pytest.raises(CorruptionError, match=rf"00003\.wal: offset {which * SLOT_SIZE}: .*checksum"):
+            DiskStorage.open(tmp_path, key=key, read_only=read_only)
+    assert file_digest(cur) == before
 
 
 def test_overlapping_log_files(tmp_path: Path, small_files: None) -> None:

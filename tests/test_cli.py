@@ -474,9 +474,8 @@ def test_a_real_process_exits_non_zero_with_one_line(tmp_path: Path) -> None:
     r = run_proc("info", str(wal))
     assert r.returncode == cli.EXIT_ERROR
     assert r.stdout == ""
-    assert r.stderr.splitlines() == [
-        f"aiowal: error: {wal / '00001.wal'}: offset 5: log file shorter than its 1 MiB header"
-    ]
+    [line] = r.stderr.splitlines()
+    assert line.startswith(f"aiowal: error: {wal / '00001.wal'}: offset 5: log file shorter than its 1 MiB header")
     r = run_proc("verify", str(wal))
     assert r.returncode == cli.EXIT_PROBLEMS
     assert "log file shorter than its 1 MiB header" in r.stdout

@@ -11,7 +11,16 @@ import pytest
 from fixtures import CASES, apply_op, dump, expected_dump, extract, key_of, ops
 
 from aiowal import DiskStorage, EncryptionKeyError
-from aiowal.format import META_EXT_MAGIC, SLOT, SLOT_AREA, TYPE_MASK
+from aiowal.format import (
+    DURABLE_MARK,
+    DURABLE_MARK_MAGIC,
+    DURABLE_MARK_OFFSET,
+    META_EXT_MAGIC,
+    SLOT,
+    SLOT_AREA,
+    TYPE_MASK,
+    crc32c,
+)
 
 
 def _tree_digest(path: Path) -> dict[str, tuple[int, str]]:
@@ -80,6 +89,15 @@ def test_replay_writes_dgraph_bytes(case: str, tmp_path: Path) -> None:
             apply_op(st, op)
     ref = extract(case, tmp_path)
     ours_meta, ref_meta = (d / "wal.meta").read_bytes(), (ref / "wal.meta").read_bytes()
+    # aiowal's durable mark sits in the end of the HardState's sector, which Dgraph never reads (it reads the
+    # length-prefixed proto at 512); it is bound to that HardState record by its CRC.
+    magic, record_crc, durable = DURABLE_MARK.unpack_from(ours_meta, DURABLE_MARK_OFFSET)
+    hs_len = int.from_bytes(ours_meta[512:516], "big")
+    assert (magic, record_crc) == (DURABLE_MARK_MAGIC, crc32c(ours_meta[512 : 516 + hs_len]))
+    assert durable == expected_dump(case)["last_index"]
+    assert ref_meta[DURABLE_MARK_OFFSET : DURABLE_MARK_OFFSET + DURABLE_MARK.size] == bytes(DURABLE_MARK.size)
+    mark = slice(DURABLE_MARK_OFFSET, DURABLE_MARK_OFFSET + DURABLE_MARK.size)
+    ours_meta = ours_meta[: mark.start] + bytes(DURABLE_MARK.size) + ours_meta[mark.stop :]
     if case == "save_with_snapshot":
         # aiowal discards the log on a snapshot through save(): it records the first live log file in bytes
         # 24..39, which Dgraph never reads, and its log files differ by design.

@@ -381,13 +381,17 @@ def test_append(tmp_path: Path, new: list[Entry], want: list[tuple[int, int]], k
 
 
 def test_meta_file(tmp_path: Path) -> None:
-    """Dgraph's TestMetaFile, and the bytes it leaves in wal.meta."""
+    """Dgraph's TestMetaFile, and the bytes it leaves in wal.meta. Dgraph stores a HardState whose commit (30) is
+    past its empty log; aiowal refuses it, so the entries it commits come first here."""
     with DiskStorage.open(tmp_path) as st:
         assert st.uint(MetaInfo.RAFT_ID) == 0
         st.set_uint(MetaInfo.RAFT_ID, 10)
         assert st.uint(MetaInfo.RAFT_ID) == 10
         assert st.hard_state() == HardState(term=0, vote=0, commit=0)
-        st.save(hard_state=HardState(term=10, vote=20, commit=30))
+        with pytest.raises(ValueError, match="commit 30 is past the last index 0"):
+            st.save(hard_state=HardState(term=10, vote=20, commit=30))
+        assert st.hard_state() == HardState(term=0, vote=0, commit=0)
+        st.save(hard_state=HardState(term=10, vote=20, commit=30), entries=[E(i, 1) for i in range(1, 31)])
         assert st.hard_state() == HardState(term=10, vote=20, commit=30)
         assert st.snapshot() == Snapshot()
         st.save(snapshot=snap(12, 200, b"foo"))
@@ -399,15 +403,22 @@ def test_meta_file(tmp_path: Path) -> None:
     assert raw[512:522] == bytes.fromhex("00000006080a1014181e")
     assert raw[1024:1040] == (12).to_bytes(8, "big") + (200).to_bytes(8, "big")
     assert raw[1040:1060] == bytes.fromhex("00000010") + bytes.fromhex("0a03666f6f12090a022800100c18c801")
+    with DiskStorage.open(tmp_path, read_only=True) as ro:
+        # Dgraph #9111: a stored commit past the last index (12: the snapshot discarded the log) reads clamped
+        assert ro.hard_state() == HardState(term=10, vote=20, commit=12)
+        assert any("commit 30" in r for r in ro.repairs)
+    assert (tmp_path / "wal.meta").read_bytes()[512:522] == bytes.fromhex("00000006080a1014181e")  # read-only
     with DiskStorage.open(tmp_path) as st:
         assert st.uint(MetaInfo.RAFT_ID) == 10
-        # Dgraph #9111: a stored commit past the last index (12, the snapshot) is reported clamped, and logged
         assert st.hard_state() == HardState(term=10, vote=20, commit=12)
         assert any("commit 30" in r for r in st.repairs)
         assert st.snapshot().data == b"foo"
         assert st.uint(MetaInfo.SNAPSHOT_INDEX) == 12
         assert st.uint(MetaInfo.SNAPSHOT_TERM) == 200
-    assert (tmp_path / "wal.meta").read_bytes()[512:522] == bytes.fromhex("00000006080a1014181e")  # not rewritten
+    # a writable open stores the repair, so it is made once and not reported again
+    assert (tmp_path / "wal.meta").read_bytes()[512:522] == bytes.fromhex("00000006080a1014180c")
+    with DiskStorage.open(tmp_path) as st:
+        assert st.repairs == []
 
 
 def test_entry_file(tmp_path: Path) -> None:
@@ -549,7 +560,7 @@ def test_entry_read_write_encryption(tmp_path: Path) -> None:
         assert st.entries(1, 2) == [E(1, 1, data)]
     with pytest.raises(EncryptionKeyError, match=r"^Encryption key mismatch$"):
         DiskStorage.open(tmp_path, key=OTHER_KEY)
-    with pytest.raises(EncryptionKeyError, match=r"^Logfile is encrypted but encryption key is nil$"):
+    with pytest.raises(EncryptionKeyError, match=r"00001\.wal: Logfile is encrypted but encryption key is nil$"):
         DiskStorage.open(tmp_path)
     # a failed open leaves the directory usable
     with DiskStorage.open(tmp_path, key=KEY) as st:

@@ -14,6 +14,7 @@ from aiowal.errors import (
     StorageIOError,
     StorageLockedError,
     UnavailableError,
+    WrongEventLoopError,
 )
 from aiowal.meta import MetaInfo
 from aiowal.storage import DiskStorage
@@ -35,6 +36,7 @@ __all__ = [
     "StorageIOError",
     "StorageLockedError",
     "UnavailableError",
+    "WrongEventLoopError",
     "__version__",
     "raftpb",
 ]

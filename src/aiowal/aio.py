@@ -1,11 +1,11 @@
 """``AsyncDiskStorage``: the asyncio face of ``DiskStorage``.
 
 One writer task owns every mutation. Callers put requests on a bounded queue; the writer takes what is queued,
-applies it in call order on the event-loop thread (page-cache writes), then runs one ``fdatasync`` per touched file
-off the loop for the whole batch (on the GIL-free ``SyncWorker`` of the C accelerator when there is one, else on
-its Python sync thread) and only then resolves the callers: group commit. Reads are plain methods
-served from memory and the mmaps on the loop thread; they never wait for a sync in flight, because the writer
-holds no lock while it awaits one.
+applies it in call order on the event-loop thread (page-cache writes), then runs the blocking steps off the loop:
+one log sync for the whole batch (on the GIL-free ``SyncWorker`` of the C accelerator when there is one, else on
+its Python sync thread), and only then resolves the callers: group commit. Reads are plain methods served from
+memory and the mmaps on the loop thread; they see every applied write, durable or not yet, and never wait for a
+sync in flight, because the writer holds no lock while it awaits one.
 """
 
 from __future__ import annotations
@@ -15,20 +15,21 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Generator, Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from aiowal import speedups
-from aiowal.errors import StorageClosedError, StorageFailedError, StorageIOError
+from aiowal.errors import StorageClosedError, StorageFailedError, StorageIOError, WrongEventLoopError
 from aiowal.fs import FS, io_error
+from aiowal.keyregistry import check_key
 from aiowal.meta import MetaInfo
 from aiowal.raftpb import ConfState, Entry, HardState, Snapshot
 from aiowal.steps import FdSync, Steps, SyncStep
 from aiowal.storage import DiskStorage, SavePlan
-from aiowal.syncthread import SyncThread
+from aiowal.syncthread import SyncThread, resolve
 
 if TYPE_CHECKING:
     from aiowal._speedups import SyncWorker
@@ -39,12 +40,32 @@ _SAMPLES = 10_000
 _WORKER_MAX_FDS = 16  # what one SyncWorker request holds
 
 
+# --- requests -----------------------------------------------------------------------------------------------------
 @dataclass(slots=True)
-class _Request:
-    kind: str
-    args: tuple[Any, ...]
+class _Save:
+    """A save: planned, written and committed by the writer with the other saves of its batch."""
+
+    hard_state: HardState | None
+    entries: list[Entry]
+    snapshot: Snapshot | None
     future: asyncio.Future[None]
-    n_entries: int = 0
+
+
+@dataclass(slots=True)
+class _Write:
+    """Any other write: ``steps(storage)`` gives its steps, run after the saves queued before it are committed."""
+
+    steps: Callable[[DiskStorage], Steps]
+    future: asyncio.Future[None]
+
+
+@dataclass(slots=True)
+class _Close:
+    future: asyncio.Future[None]
+
+
+_Request = _Save | _Write | _Close
+_Planned = list[tuple[_Save, SavePlan]]
 
 
 @dataclass
@@ -72,16 +93,18 @@ class AsyncDiskStorage:
     """A ``DiskStorage`` driven by one writer task; writes are coroutines, reads are plain methods."""
 
     def __init__(self, storage: DiskStorage, *, queue_size: int = 4096, max_batch: int = 1024) -> None:
+        _check_size(queue_size, "queue_size")
+        _check_size(max_batch, "max_batch")
         self._st = storage
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[_Request] = asyncio.Queue(maxsize=queue_size)
         self._max_batch = max_batch
+        self._fs = storage.fs
         self._syncer = SyncThread(self._loop, f"aiowal-sync:{storage.path}")
-        # Plain fdatasync steps go to a thread that needs no GIL (about 40-50 us less per durable save than the
-        # sync thread, which waits for the GIL before and after each sync); not with a test double for the fs.
+        # Plain fdatasync steps go to a thread that needs no GIL; not when a test double replaces fdatasync.
         self._worker: SyncWorker | None = None
-        self._worker_waiter: asyncio.Future[None] | None = None
-        if speedups.sync_worker is not None and type(storage._fs) is FS:
+        self._worker_job: tuple[asyncio.Future[None], tuple[int, ...]] | None = None
+        if speedups.sync_worker is not None and self._fs.direct_fdatasync:
             self._worker = speedups.sync_worker()
             self._loop.add_reader(self._worker.fileno(), self._on_worker_done)
         self._stats = _Stats()
@@ -90,36 +113,62 @@ class AsyncDiskStorage:
 
     # --- lifecycle --------------------------------------------------------------------------------------------
     @classmethod
-    async def open(
+    def open(
         cls,
         path: str | os.PathLike[str],
         *,
         key: bytes | None = None,
-        hard_sync: bool = False,
+        hard_sync: bool = True,
         fs: FS | None = None,
         queue_size: int = 4096,
         max_batch: int = 1024,
-    ) -> AsyncDiskStorage:
-        """Open (creating if missing) a WAL directory; the file work runs off the event loop."""
-        loop = asyncio.get_running_loop()
-        st = await loop.run_in_executor(None, partial(DiskStorage.open, path, key=key, hard_sync=hard_sync, fs=fs))
-        return cls(st, queue_size=queue_size, max_batch=max_batch)
+    ) -> _Opening:
+        """Open (creating if missing) a WAL directory, its file work off the event loop. Await the result, or use
+        it as ``async with AsyncDiskStorage.open(path) as st:`` (closed on exit). Arguments are checked here,
+        before anything on disk is touched."""
+        _check_size(queue_size, "queue_size")
+        _check_size(max_batch, "max_batch")
+        if not isinstance(hard_sync, bool):
+            raise TypeError(f"hard_sync must be True or False, not {hard_sync!r}")
+        check_key(key)
+        opener = partial(DiskStorage.open, path, key=key, hard_sync=hard_sync, fs=fs)
+
+        async def opened() -> AsyncDiskStorage:
+            st = await asyncio.get_running_loop().run_in_executor(None, opener)
+            return cls(st, queue_size=queue_size, max_batch=max_batch)
+
+        return _Opening(opened)
 
     async def close(self) -> None:
-        """Apply everything queued, sync, and release the files. Idempotent."""
-        if not self._writer.done():
+        """Apply everything queued, sync, and release the files and the lock. Idempotent. It releases everything
+        even when the writer task or its event loop is gone; from another loop while that one still runs it
+        refuses (``WrongEventLoopError``)."""
+        loop = asyncio.get_running_loop()
+        if loop is self._loop and not self._writer.done():
             if not self._closing:
                 self._closing = True
-                fut = self._loop.create_future()
-                await self._queue.put(_Request("close", (), fut))
+                await self._queue.put(_Close(loop.create_future()))
             await asyncio.shield(self._writer)
+        elif loop is not self._loop and self._loop.is_running():
+            raise WrongEventLoopError(f"{self._st.path}: close() from another event loop while the storage's runs")
+        self._closing = True
+        if self._st.closed and self._worker is None:
+            self._syncer.stop()
+            return
+        # The writer is gone (it ended, or its loop did): release here, after any sync still running on a thread.
+        await loop.run_in_executor(None, self._release_without_writer)
+
+    def _release_without_writer(self) -> None:
         self._syncer.stop()
+        self._syncer.join()
         self._stop_worker()
+        self._st.close()
 
     def _stop_worker(self) -> None:
         worker, self._worker = self._worker, None
         if worker is not None:
-            self._loop.remove_reader(worker.fileno())
+            if not self._loop.is_closed():
+                self._loop.remove_reader(worker.fileno())
             worker.close()
 
     async def __aenter__(self) -> Self:
@@ -139,48 +188,67 @@ class AsyncDiskStorage:
     def hard_sync(self) -> bool:
         return self._st.hard_sync
 
+    @property
+    def closed(self) -> bool:
+        return self._st.closed
+
     # --- writes -----------------------------------------------------------------------------------------------
     async def save(
         self, hard_state: HardState | None = None, entries: Iterable[Entry] = (), snapshot: Snapshot | None = None
     ) -> None:
         """Persist one Raft ``Ready``; applied in call order, durable on return with ``hard_sync``."""
-        ents = list(entries)
-        await self._submit("save", (hard_state, ents, snapshot), len(ents))
+        fut = self._new_future()
+        await self._submit(_Save(hard_state, list(entries), snapshot, fut))
 
     async def create_snapshot(self, i: int, conf_state: ConfState | None, data: bytes | None) -> None:
-        await self._submit("create_snapshot", (i, conf_state, data))
+        fut = self._new_future()
+        await self._submit(_Write(lambda st: st.create_snapshot_steps(i, conf_state, data), fut))
 
     async def truncate_entries_until(self, i: int) -> None:
-        await self._submit("truncate", (i,))
+        fut = self._new_future()
+        await self._submit(_Write(lambda st: st.truncate_steps(i), fut))
 
     async def set_uint(self, info: MetaInfo, value: int) -> None:
-        await self._submit("set_uint", (info, value))
+        fut = self._new_future()
+        await self._submit(_Write(lambda st: st.set_uint_steps(info, value), fut))
 
     async def sync(self) -> None:
         """Make everything written so far durable."""
-        await self._submit("sync", ())
+        fut = self._new_future()
+        await self._submit(_Write(DiskStorage.sync_steps, fut))
 
-    async def _submit(self, kind: str, args: tuple[Any, ...], n_entries: int = 0) -> None:
+    def _new_future(self) -> asyncio.Future[None]:
+        """The caller's future, once the call is known to come from the storage's loop and the storage is open."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is not self._loop:
+            raise WrongEventLoopError(
+                f"{self._st.path}: AsyncDiskStorage is bound to the event loop that opened it; called from "
+                + ("another event loop" if loop is not None else "a thread without one")
+            )
         if self._closing or self._writer.done():
             if self._st.closed or self._closing:
                 raise StorageClosedError(f"{self._st.path}: storage is closed")
             raise StorageFailedError(f"{self._st.path}: the writer task has stopped")
-        fut: asyncio.Future[None] = self._loop.create_future()
-        req = _Request(kind, args, fut, n_entries)
+        return loop.create_future()
+
+    async def _submit(self, req: _Request) -> None:
         try:
             self._queue.put_nowait(req)  # no coroutine to create and drive: most calls
         except asyncio.QueueFull:
             await self._queue.put(req)  # backpressure: wait for room
-        # Once queued, a request lands whole: cancelling the caller cancels only ``fut`` (its wait), and the writer
-        # never looks at whether anyone still waits. (No ``shield``: it costs a loop iteration per save.)
-        await fut
+        # Once queued, a request lands whole: cancelling the caller cancels only its future (its wait), and the
+        # writer never looks at whether anyone still waits. (No ``shield``: it costs a loop iteration per save.)
+        await req.future
 
     # --- the writer -------------------------------------------------------------------------------------------
     async def _run_writer(self) -> None:
         try:
             while True:
                 batch = [await self._queue.get()]
-                while len(batch) < self._max_batch and batch[-1].kind != "close":
+                while len(batch) < self._max_batch and not isinstance(batch[-1], _Close):
                     try:
                         batch.append(self._queue.get_nowait())
                     except asyncio.QueueEmpty:
@@ -189,6 +257,10 @@ class AsyncDiskStorage:
                 self._stats.batch_sizes.append(len(batch))
                 if await self._process(batch):
                     return
+        except asyncio.CancelledError:
+            # The event loop is ending without close(): close() (from any loop) or collection releases the files.
+            self._fail_queued(StorageClosedError(f"{self._st.path}: the event loop ended before close()"))
+            raise
         except BaseException as exc:
             log.exception("%s: writer task stopped", self._st.path)
             self._fail_queued(StorageFailedError(f"{self._st.path}: the writer task stopped: {exc!r}"))
@@ -200,147 +272,117 @@ class AsyncDiskStorage:
                 req = self._queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
-            _set(req.future, exc)
+            resolve(req.future, exc)
 
     async def _process(self, batch: list[_Request]) -> bool:
         """Apply a batch in order; returns True once a close request was handled.
 
-        Saves that only append right after what precedes them are checked one by one (an error goes to its caller
-        alone) and their entries written together: one pwritev and one slot write for the lot."""
+        Saves are planned one by one (an error goes to its caller alone); those that only append right after the
+        one before are written together (one pwritev and one slot write for the lot), and all saves of a run are
+        committed together: one log sync."""
         st = self._st
-        group: list[tuple[_Request, SavePlan]] = []  # applied saves waiting for the batch's sync
-        appends: list[tuple[_Request, SavePlan]] = []  # checked plain appends not yet written
-        merged: list[Entry] = []
-        last = -1  # the log's last index once ``merged`` is written (-1: nothing pending)
+        written: _Planned = []  # saves whose log part is written, waiting for the commit
+        appends: _Planned = []  # planned appends not yet written
         for req in batch:
-            if req.kind == "save":
+            if isinstance(req, _Save):
+                if appends and not _extends(req, appends[-1][1].last_index):
+                    await self._write_appends(appends, written)  # it is planned against the log as written
+                    appends = []
                 try:
-                    with st._mutex:
-                        hs, ents, snap = req.args
-                        plan = st.prepare_save(hs, ents, snap, last_index=last if last >= 0 else None)
+                    plan = st.plan_save(
+                        req.hard_state, req.entries, req.snapshot, after=appends[-1][1] if appends else None
+                    )
                 except Exception as exc:
-                    _set(req.future, exc)
+                    resolve(req.future, exc)
                     continue
-                if plan.snapshot is None:
-                    if last < 0:
-                        last = st.last_index()
-                    if not plan.entries or plan.entries[0].index == last + 1:
-                        appends.append((req, plan))
-                        if plan.entries:
-                            merged.extend(plan.entries)
-                            last = plan.entries[-1].index
-                        continue
-                await self._write_appends(appends, merged, group)
-                appends, merged, last = [], [], -1
+                if plan.appends_after(appends[-1][1].last_index if appends else st.last_index()):
+                    appends.append((req, plan))
+                    continue
                 try:
-                    await self._drive(st.log_steps(plan))
+                    await self._drive(st.write_steps(plan))
                 except Exception as exc:
-                    _set(req.future, exc)
+                    resolve(req.future, exc)
                     continue
-                group.append((req, plan))
+                written.append((req, plan))
                 continue
-            await self._write_appends(appends, merged, group)
-            appends, merged, last = [], [], -1
-            await self._commit(group)
-            group = []
-            if req.kind == "close":
+            await self._write_appends(appends, written)
+            appends = []
+            await self._commit(written)
+            written = []
+            if isinstance(req, _Close):
                 await self._close_storage(req)
                 self._fail_queued(StorageClosedError(f"{st.path}: storage is closed"))
                 return True
             try:
-                await self._drive(self._steps_for(req))
+                await self._drive(req.steps(st))
             except Exception as exc:
-                _set(req.future, exc)
+                resolve(req.future, exc)
             else:
-                _set(req.future, None)
-        await self._write_appends(appends, merged, group)
-        await self._commit(group)
+                resolve(req.future, None)
+        await self._write_appends(appends, written)
+        await self._commit(written)
         return False
 
     async def _write_appends(
-        self, appends: list[tuple[_Request, SavePlan]], merged: list[Entry], group: list[tuple[_Request, SavePlan]]
+        self, appends: list[tuple[_Save, SavePlan]], written: list[tuple[_Save, SavePlan]]
     ) -> None:
         if not appends:
             return
         try:
-            if merged:
-                await self._drive(self._st.log_steps(SavePlan(merged, None, None)))
+            await self._drive(self._st.write_steps(SavePlan.merged([plan for _, plan in appends])))
         except Exception as exc:
             for req, _ in appends:
-                _set(req.future, exc)
+                resolve(req.future, exc)
             return
-        group.extend(appends)
+        written.extend(appends)
 
-    def _steps_for(self, req: _Request) -> Steps:
-        st = self._st
-        with st._mutex:
-            if req.kind == "create_snapshot":
-                return st.create_snapshot_steps(*req.args)
-            if req.kind == "truncate":
-                return st.truncate_steps(*req.args)
-            if req.kind == "set_uint":
-                return st.set_uint_steps(*req.args)
-            if req.kind == "sync":
-                return st.sync_steps()
-        raise AssertionError(f"unknown request {req.kind}")  # pragma: no cover
-
-    async def _commit(self, group: list[tuple[_Request, SavePlan]]) -> None:
-        """One log sync for every save of the group, then their HardStates, then one meta sync if needed."""
-        if not group:
+    async def _commit(self, written: _Planned) -> None:
+        """Make the written saves durable together (``DiskStorage.commit_steps``), then resolve their callers."""
+        if not written:
             return
-        st = self._st
         try:
-            if st.hard_sync:
-                with st._mutex:
-                    step = st.log_sync_step()
-                if step is not None:
-                    await self._sync(step)
-            must_sync = False
-            with st._mutex:
-                for _, plan in group:
-                    must_sync |= st.apply_hard_state(plan)
-            if must_sync and st.hard_sync:
-                await self._sync(st.meta_sync_step())
+            await self._drive(self._st.commit_steps([plan for _, plan in written]))
         except Exception as exc:
-            for req, _ in group:
-                _set(req.future, exc)
+            for req, _ in written:
+                resolve(req.future, exc)
             return
         stats = self._stats
-        stats.saves += len(group)
-        for req, plan in group:
+        stats.saves += len(written)
+        for req, plan in written:
             stats.entries += len(plan.entries)
-            _set(req.future, None)  # (a cancelled caller's save landed anyway)
+            resolve(req.future, None)  # (a cancelled caller's save landed anyway)
 
     async def _drive(self, steps: Steps) -> None:
-        """Run a write's steps: its file changes here, each sync in the sync thread."""
-        while True:
-            with self._st._mutex:
-                try:
-                    step = next(steps)
-                except StopIteration:
-                    return
-                except StorageIOError as exc:
-                    self._st.fail(exc)
-                    raise
-            await self._sync(step)
+        """Run a write: its file changes here, each blocking step off the loop."""
+        try:
+            while (step := self._st.advance(steps)) is not None:
+                await self._run_step(step)
+        finally:
+            steps.close()
 
-    async def _sync(self, step: SyncStep) -> None:
+    async def _run_step(self, step: SyncStep) -> None:
         t0 = time.perf_counter()
         try:
-            if self._worker is not None and isinstance(step, FdSync) and len(step.fds) <= _WORKER_MAX_FDS:
+            if (
+                self._worker is not None
+                and isinstance(step, FdSync)
+                and step.directory is None
+                and 0 < len(step.fds) <= _WORKER_MAX_FDS
+            ):
                 await self._worker_sync(step.fds)
             else:
                 await self._syncer.run(step)
         except StorageIOError as exc:
             self._st.fail(exc)
             raise
-        self._stats.syncs += 1
-        self._stats.sync_latencies.append(time.perf_counter() - t0)
+        if isinstance(step, FdSync):
+            self._stats.syncs += 1
+            self._stats.sync_latencies.append(time.perf_counter() - t0)
 
     def _worker_sync(self, fds: tuple[int, ...]) -> asyncio.Future[None]:
         assert self._worker is not None
         fut: asyncio.Future[None] = self._loop.create_future()
-        self._worker_waiter = fut
+        self._worker_job = (fut, fds)
         self._worker.submit(fds)
         return fut
 
@@ -349,23 +391,29 @@ class AsyncDiskStorage:
         if self._worker is None:
             return
         err = self._worker.result()
-        if err is None:
+        if err is None or self._worker_job is None:
             return
-        fut, self._worker_waiter = self._worker_waiter, None
-        if fut is None or fut.done():
+        (fut, fds), self._worker_job = self._worker_job, None
+        if not err:
+            for fd in fds:
+                self._fs.synced(fd)
+        if fut.done():
             return
         if err:
             fut.set_exception(io_error("fdatasync", OSError(err, os.strerror(err))))
         else:
             fut.set_result(None)
 
-    async def _close_storage(self, req: _Request) -> None:
+    async def _close_storage(self, req: _Close) -> None:
         try:
             await self._syncer.run(self._st.close)
         except Exception as exc:
-            _set(req.future, exc)
+            resolve(req.future, exc)
         else:
-            _set(req.future, None)
+            resolve(req.future, None)
+        finally:
+            self._syncer.stop()
+            self._stop_worker()
 
     # --- reads ------------------------------------------------------------------------------------------------
     def initial_state(self) -> tuple[HardState, ConfState]:
@@ -417,10 +465,42 @@ class AsyncDiskStorage:
         }
 
 
-def _set(fut: asyncio.Future[None], outcome: BaseException | None) -> None:
-    if fut.done():
-        return
-    if outcome is None:
-        fut.set_result(None)
-    else:
-        fut.set_exception(outcome)
+class _Opening:
+    """What ``AsyncDiskStorage.open`` returns: awaitable, and an async context manager that closes on exit."""
+
+    __slots__ = ("_opened", "_st")
+
+    def __init__(self, opened: Callable[[], Awaitable[AsyncDiskStorage]]) -> None:
+        self._opened = opened
+        self._st: AsyncDiskStorage | None = None
+
+    def __await__(self) -> Generator[Any, None, AsyncDiskStorage]:
+        return self._open().__await__()
+
+    async def _open(self) -> AsyncDiskStorage:
+        return await self._opened()
+
+    async def __aenter__(self) -> AsyncDiskStorage:
+        self._st = await self._opened()
+        return self._st
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._st is not None:
+            await self._st.close()
+
+
+def _extends(req: _Save, last_index: int) -> bool:
+    """Whether a save (not yet checked) appends right after ``last_index`` and nothing else."""
+    first = req.entries[0] if req.entries else None
+    if req.snapshot is not None and req.snapshot.metadata.index:
+        return False
+    return first is None or (isinstance(first, Entry) and first.index == last_index + 1)
+
+
+def _check_size(v: object, name: str) -> None:
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise TypeError(f"{name} must be an int, not {type(v).__name__}")
+    if v < 1:
+        raise ValueError(f"{name} must be at least 1 (got {v})")

@@ -584,7 +584,7 @@ def _verify_slots(scan: _FileScan, report: VerifyReport, advance: Any) -> None:
                 report.problems.append(f"{where}: term {info.term} is below the previous term {prev_term}")
             if info.offset < prev_end:
                 report.problems.append(f"{where}: data offset {info.offset} overlaps the previous record")
-        problem = lf.verify_record(s)
+        problem = lf.record_problem(s)
         if problem is not None:
             report.problems.append(f"{where}: {problem} (record at offset {info.offset})")
             prev_end = max(prev_end, info.offset + 4)

@@ -61,3 +61,7 @@ class StorageFailedError(StorageError):
 
 class StorageClosedError(StorageError):
     """The storage was used after close()."""
+
+
+class WrongEventLoopError(StorageError, RuntimeError):
+    """An ``AsyncDiskStorage`` was called from an event loop (or thread) other than the one that opened it."""

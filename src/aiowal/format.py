@@ -21,7 +21,6 @@ ENC_OFFSET: Final = DATA_START - 16  # keyID u64 BE, then 8 bytes of base IV
 LOG_FILE_SIZE: Final = 256 << 20
 MAX_DATA_END: Final = 1 << 30  # rotate when offset + 4 + len would pass 1 GiB
 MAX_GROWTH: Final = 1 << 30
-MAX_RECORD: Final = (1 << 32) - 1  # u32 length prefix
 
 META_NAME: Final = "wal.meta"
 META_FILE_SIZE: Final = 1 << 20
@@ -39,6 +38,13 @@ META_EXT_OFFSET: Final = 24
 META_EXT_MAGIC: Final = b"AIOWAL\x00\x01"
 META_EXT = struct.Struct(">8sQ")
 
+# aiowal's durable mark, in the free end of the HardState's sector (Dgraph reads only the length-prefixed proto at
+# 512): every entry up to ``index`` was covered by a completed sync. It is written in one pwrite with the HardState
+# record and carries a CRC32C of that record, so a HardState written later by Dgraph voids it.
+DURABLE_MARK_OFFSET: Final = 1008
+DURABLE_MARK_MAGIC: Final = b"AWDM"
+DURABLE_MARK = struct.Struct(">4sIQ")  # magic, CRC32C of the HardState record (length prefix + proto), index
+
 LOG_SUFFIX: Final = ".wal"
 KEY_REGISTRY_NAME: Final = "KEYREGISTRY"
 KEY_REGISTRY_REWRITE_NAME: Final = "REWRITE-KEYREGISTRY"
@@ -49,7 +55,6 @@ U64 = struct.Struct(">Q")
 CRC_HEADER = struct.Struct(">QQQII")  # term, index, offset, type, length: what a record's CRC covers first
 ENC_HEADER = struct.Struct(">Q8s")
 
-ZERO_SLOT: Final = bytes(SLOT_SIZE)
 UNLIMITED: Final = 1 << 62  # a read budget that never runs out
 TYPE_MASK: Final = 0xFFFF_FFFF
 
@@ -84,11 +89,6 @@ def record_crc(term: int, index: int, offset: int, etype: int, stored: bytes | m
 def type_word(etype: int, crc: int) -> int:
     """The slot's u64 type field: the entry type below, the record CRC in the high 32 bits."""
     return (crc << 32) | (etype & TYPE_MASK)
-
-
-def split_type_word(word: int) -> tuple[int, int]:
-    """(entry type, stored CRC) of a slot's type field; the CRC is 0 for slots written by Dgraph."""
-    return word & TYPE_MASK, word >> 32
 
 
 def signed_type(etype: int) -> int:

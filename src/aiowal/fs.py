@@ -10,13 +10,10 @@ import errno as errno_mod
 import fcntl
 import mmap
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import TypeVar
 
 from aiowal.errors import StorageIOError, StorageLockedError
-
-T = TypeVar("T")
 
 
 def io_error(what: str, exc: OSError, path: str | None = None) -> StorageIOError:
@@ -35,6 +32,12 @@ def _io(what: str, path: str | None = None) -> Iterator[None]:
 
 class FS:
     """Thin wrappers over ``os`` calls; subclass to observe or fail them."""
+
+    @property
+    def direct_fdatasync(self) -> bool:
+        """Whether ``fdatasync`` is the system call itself (not overridden): then ``AsyncDiskStorage`` may run it on
+        the GIL-free ``SyncWorker``, which reports each completed call through ``synced`` as this class does."""
+        return type(self).fdatasync is FS.fdatasync
 
     # --- files -------------------------------------------------------------------------------------------------
     def open(self, path: str, flags: int, mode: int = 0o666) -> int:
@@ -85,6 +88,11 @@ class FS:
             os.fdatasync(fd)
         except OSError as exc:
             raise io_error("fdatasync", exc) from exc
+        self.synced(fd)
+
+    def synced(self, fd: int) -> None:
+        """Called after each completed ``fdatasync`` of ``fd``, whichever thread ran it: the seam through which a
+        recording double sees the syncs of the GIL-free ``SyncWorker``. Does nothing here."""
 
     def fsync(self, fd: int) -> None:
         with _io("fsync"):
@@ -151,12 +159,6 @@ class FS:
         """A read-only shared mapping of the first ``size`` bytes (reads see pwrite at once: same page cache)."""
         with _io("mmap"):
             return mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ)
-
-
-def call_io(what: str, fn: Callable[[], T]) -> T:
-    """Run ``fn`` and turn an ``OSError`` into ``StorageIOError``."""
-    with _io(what):
-        return fn()
 
 
 DEFAULT_FS = FS()

@@ -73,8 +73,12 @@ class KeyRegistry:
             self._load()
 
     @property
-    def path(self) -> str:
-        return self._path
+    def exists(self) -> bool:
+        """Whether the registry file exists (a directory gets one with its first encrypted log file)."""
+        return self._exists
+
+    def has(self, key_id: int) -> bool:
+        return key_id in self._keys
 
     def _load(self) -> None:
         fd = self._fs.open(self._path, os.O_RDONLY)

@@ -13,7 +13,7 @@ import mmap
 import os
 import struct
 from array import array
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import accumulate, chain, compress, repeat
 from operator import add, and_, attrgetter, gt, itemgetter, lshift, ne, or_, rshift
@@ -98,7 +98,7 @@ class LogFile:
         # Set when new data must not go into this file again: an encrypted file whose tail was cut (its
         # keystream positions were used) gets no more appends, so no key/IV pair ever encrypts two payloads.
         self.sealed = False
-        self.clean = True
+        self.problem: str | None = None  # set by load: the first invalid slot, if any
 
     # --- opening ----------------------------------------------------------------------------------------------
     @classmethod
@@ -124,20 +124,31 @@ class LogFile:
 
     @classmethod
     def open(cls, fs: FS, path: str, fid: int, writable: bool) -> LogFile:
-        """Open an existing file and read its slot table (``load`` must follow)."""
+        """Open an existing file (``load`` must follow). A file shorter than its 1 MiB header holds no entries:
+        ``load`` says so, and open decides whether that is a file cut short while it was created or damage."""
         fd = fs.open(path, os.O_RDWR if writable else os.O_RDONLY)
         try:
-            size = fs.size(fd)
-            if 0 < size < DATA_START:
-                raise CorruptionError(f"{path}: offset {size}: log file shorter than its 1 MiB header")
-            return cls(fs, path, fid, fd, size, writable)
+            return cls(fs, path, fid, fd, fs.size(fd), writable)
         except BaseException:
             fs.close(fd)
             raise
 
+    @property
+    def short(self) -> bool:
+        """Whether the file is shorter than its header (a creation cut short by a crash, or damage)."""
+        return 0 < self.size < DATA_START
+
+    def empty_reason(self) -> str:
+        """Why a file with no used slot holds no entries, naming it and an offset."""
+        if self.short:
+            return f"{self.path}: offset {self.size}: log file shorter than its 1 MiB header"
+        if self.mm is None:
+            return f"{self.path}: offset 0: empty file"
+        return f"{self.path}: offset 0: no entry in slot 0"
+
     def header_key_id(self) -> tuple[int, bytes]:
         """The keyID and base IV stored at 1 MiB - 16 (keyID 0: not encrypted)."""
-        if self.mm is None:
+        if self.mm is None or self.short:
             return 0, b""
         raw = self.fs.pread(self.fd, ENC_HEADER.size, ENC_OFFSET)  # pread: a hole in plain files (see load)
         if len(raw) < ENC_HEADER.size:
@@ -147,20 +158,24 @@ class LogFile:
 
     def peek_first_index(self) -> int:
         """The index in slot 0 (0: no entries), read before ``load`` (with pread, see ``load``)."""
-        raw = self.fs.pread(self.fd, 8, 8) if self.mm is not None else b""
+        raw = self.fs.pread(self.fd, 8, 8) if self.mm is not None and not self.short else b""
         return int(U64.unpack(raw)[0]) if len(raw) == 8 else 0
 
     def load(self, validate_records: bool) -> int:
         """Read the slot table and check its structure; returns how many leading slots are valid.
 
         Used slots must hold strictly increasing indexes, non-decreasing terms and data offsets inside the file,
-        followed only by empty slots. A rotated file (synced when it was rotated) gets the checks that cost no
-        scan in Python: indexes, terms, the first and last record. The current file, where a crash can leave a
-        torn tail, is checked record by record, CRC included (``validate_records``). ``clean`` tells whether the
-        whole table was valid; the caller decides whether a bad slot is a torn tail to cut or corruption.
+        followed only by empty slots. Without ``validate_records`` only the checks that cost no scan in Python are
+        made (indexes, terms, the first and last record); with it every record is checked, CRC included. ``problem``
+        describes the first invalid slot, with its offset (None when the whole table is valid); the caller decides
+        whether it is an unsynced tail to cut or damage to report (see ``recovery``).
         """
-        self.clean = True
+        self.problem = None
         if self.mm is None:
+            return 0
+        if self.short:
+            self.problem = f"{self.path}: offset {self.size}: log file shorter than its 1 MiB header"
+            self._set_prefix(array("Q"), 0)
             return 0
         # pread, not the mapping: most of a slot table is a hole, and reading a hole through a shared mapping of a
         # file on a full tmpfs raises SIGBUS (the page cannot be allocated); pread just returns zeros.
@@ -185,9 +200,33 @@ class LogFile:
                 good = self._validate_records(table, good)
             elif good and not self._record_fits(table, good - 1):
                 good -= 1
-        self.clean = good == n and raw.endswith(_ZERO_SLOT_AREA[: len(raw) - n * SLOT_SIZE])  # no copies: fast
+        if good < n:
+            self.problem = self._slot_problem(table, good)
+        elif not raw.endswith(_ZERO_SLOT_AREA[: len(raw) - n * SLOT_SIZE]):  # no copies: fast
+            after = len(raw) - len(raw[n * SLOT_SIZE :].lstrip(b"\0"))
+            slot = after // SLOT_SIZE
+            self.problem = (
+                f"{self.path}: offset {slot * SLOT_SIZE}: slot {slot} is not empty after the first empty slot {n}"
+            )
         self._set_prefix(table, good)
         return good
+
+    def _slot_problem(self, table: array[int], k: int) -> str:
+        """What is wrong with slot ``k``, the first invalid one (all before it are valid)."""
+        term, index, off = table[4 * k], table[4 * k + 1], table[4 * k + 2]
+        if index == 0:  # an empty slot before a used one (the table was decoded up to a used slot past it)
+            j = next((j for j in range(k + 1, len(table) // 4) if table[4 * j + 1]), k)
+            return f"{self.path}: offset {j * SLOT_SIZE}: slot {j} is not empty after the first empty slot {k}"
+        where = f"{self.path}: offset {k * SLOT_SIZE}: slot {k} (index {index})"
+        if k:
+            p_term, p_index, p_off = table[4 * k - 4], table[4 * k - 3], table[4 * k - 2]
+            if index <= p_index:
+                return f"{where}: index does not follow {p_index}"
+            if term < p_term:
+                return f"{where}: term {term} is below the previous term {p_term}"
+            if off <= p_off:
+                return f"{where}: data offset {off} overlaps the previous record"
+        return f"{where}: {self.record_problem(k) or 'invalid record'} (record at offset {off})"
 
     def _record_fits(self, table: array[int], slot: int) -> bool:
         assert self.mm is not None
@@ -197,34 +236,48 @@ class LogFile:
         return bool(off + 4 + U32.unpack_from(self.mm, off)[0] <= self.size)
 
     def _validate_records(self, table: array[int], n: int) -> int:
-        """Check length and CRC of records ``[0, n)``; returns the first bad one. Runs on every open over the
-        current file (up to 30,000 records), so the common all-good case is C-level passes; anything suspect is
-        then located by the record-by-record check."""
+        """Check length and CRC of records ``[0, n)``; returns the first bad one, or ``n``."""
+        return next(self._bad_records(table, n), n)
+
+    def _bad_records(self, table: array[int], n: int) -> Iterator[int]:
+        """The slots in ``[0, n)`` whose record runs out of the file, into the next record, or fails its CRC. Runs
+        on open over up to 30,000 records, so the common all-good case is C-level passes; anything suspect is then
+        located by the record-by-record check."""
         mm = self.mm
         assert mm is not None
         if not n:
-            return 0
+            return
         terms, indexes, offs, words = (
             table[0 : 4 * n : 4],
             table[1 : 4 * n : 4],
             table[2 : 4 * n : 4],
             table[3 : 4 * n : 4],
         )
-        if max(offs) + 4 > self.size:
-            return self._validate_each(table, 0, n)
-        lens = list(map(_FIRST, map(U32.unpack_from, repeat(mm), offs)))
-        begins = list(map(add, offs, repeat(4)))
-        ends = list(map(add, begins, lens))
-        if max(ends) > self.size or any(map(gt, ends[:-1], offs[1:])):
-            return self._validate_each(table, 0, n)
-        types = map(and_, words, repeat(TYPE_MASK))
-        stored = list(map(rshift, words, repeat(32)))
-        datas = map(mm.__getitem__, map(slice, begins, ends))
-        crcs = map(_crc32c, datas, map(_crc32c, map(CRC_HEADER.pack, terms, indexes, offs, types, lens)))  # record_crc
-        # A stored CRC of 0 is a slot written by Dgraph (no CRC to check); the others must match, or be the mark of
-        # a dropped record (checked one by one below).
-        suspects = compress(range(n), map(and_, map(bool, stored), map(ne, crcs, stored)))
-        return next((k for k in suspects if self._validate_each(table, k, k + 1) == k), n)
+        if max(offs) + 4 <= self.size:
+            lens = list(map(_FIRST, map(U32.unpack_from, repeat(mm), offs)))
+            begins = list(map(add, offs, repeat(4)))
+            ends = list(map(add, begins, lens))
+            if max(ends) <= self.size and not any(map(gt, ends[:-1], offs[1:])):
+                types = map(and_, words, repeat(TYPE_MASK))
+                stored = list(map(rshift, words, repeat(32)))
+                datas = map(mm.__getitem__, map(slice, begins, ends))
+                header_crcs = map(_crc32c, map(CRC_HEADER.pack, terms, indexes, offs, types, lens))
+                crcs = map(_crc32c, datas, header_crcs)  # format.record_crc as C-level passes
+                # A stored CRC of 0 is a slot written by Dgraph (no CRC to check); the others must match, or be the
+                # mark of a dropped record (checked one by one).
+                suspects = compress(range(n), map(and_, map(bool, stored), map(ne, crcs, stored)))
+                yield from (k for k in suspects if self._validate_each(table, k, k + 1) == k)
+                return
+        yield from (k for k in range(n) if self._validate_each(table, k, min(k + 2, n)) == k)
+
+    def record_problems(self) -> list[str]:
+        """Every used slot whose record is out of bounds or fails its checksum, naming file and offset."""
+        if not self.count:
+            return []
+        table = array("Q")
+        table.frombytes(self.fs.pread(self.fd, self.count * SLOT_SIZE, 0))
+        table.byteswap()
+        return [self._slot_problem(table, k) for k in self._bad_records(table, self.count)]
 
     def _validate_each(self, table: array[int], start: int, n: int) -> int:
         """Record-by-record check of ``[start, n)``: the first bad record, or ``n`` (a record must end before the
@@ -263,9 +316,13 @@ class LogFile:
     def cut_to(self, n: int) -> None:
         """Repair: make ``n`` the number of used slots, zeroing every slot after it."""
         self.fs.pwrite(self.fd, bytes(SLOT_AREA - n * SLOT_SIZE), n * SLOT_SIZE)
+        self.forget_from(n)
+
+    def forget_from(self, n: int) -> None:
+        """Use only the first ``n`` slots (a read-only view of what ``cut_to`` would keep)."""
         table = array("Q")
         if n:
-            table.frombytes(self.mm[: n * SLOT_SIZE] if self.mm is not None else b"")
+            table.frombytes(self.fs.pread(self.fd, n * SLOT_SIZE, 0))
             table.byteswap()
         self._set_prefix(table, n)
 
@@ -282,7 +339,7 @@ class LogFile:
         if self.contiguous:
             return index - self.first
         s = self.slot_ge(index)
-        return s if s < self.count and self._index_at(s) == index else -1
+        return s if s < self.count and self.index_at(s) == index else -1
 
     def slot_ge(self, index: int) -> int:
         """The first used slot whose index is >= ``index`` (``count`` if none)."""
@@ -291,13 +348,13 @@ class LogFile:
         lo, hi = 0, self.count
         while lo < hi:
             mid = (lo + hi) // 2
-            if self._index_at(mid) < index:
+            if self.index_at(mid) < index:
                 lo = mid + 1
             else:
                 hi = mid
         return lo
 
-    def _index_at(self, s: int) -> int:
+    def index_at(self, s: int) -> int:
         assert self.mm is not None
         return int(U64.unpack_from(self.mm, s * SLOT_SIZE + 8)[0])
 
@@ -397,17 +454,16 @@ class LogFile:
         except ValueError as exc:  # e.type = etype: raftpb.EntryType is a closed proto2 enum
             raise CorruptionError(f"{self.path}: an entry's type is not an EntryType ({exc})") from exc
 
-    def verify_record(self, s: int) -> str | None:
-        """A description of what is wrong with slot ``s``'s record, or None (used by ``aiowal verify``)."""
+    def record_problem(self, s: int) -> str | None:
+        """What is wrong with slot ``s``'s record (bounds, checksum), or None."""
         assert self.mm is not None
-        info = self.slot(s)
-        if info.offset < DATA_START or info.offset + 4 > self.size:
-            return f"data offset {info.offset} outside the data area"
-        n = U32.unpack_from(self.mm, info.offset)[0]
-        if info.offset + 4 + n > self.size:
+        term, index, off, word = SLOT.unpack(self.fs.pread(self.fd, SLOT_SIZE, s * SLOT_SIZE))
+        if off < DATA_START or off + 4 > self.size:
+            return f"data offset {off} outside the data area"
+        n = U32.unpack_from(self.mm, off)[0]
+        if off + 4 + n > self.size:
             return f"record of {n} bytes runs past the end of the file"
-        word = (info.crc << 32) | info.etype
-        if not _crc_ok(info.term, info.index, info.offset, word, self.mm[info.offset + 4 : info.offset + 4 + n]):
+        if not _crc_ok(term, index, off, word, self.mm[off + 4 : off + 4 + n]):
             return "record checksum mismatch"
         return None
 
@@ -511,11 +567,7 @@ class LogFile:
         if s >= self.count:
             return
         self.fs.pwrite(self.fd, bytes((self.count - s) * SLOT_SIZE), s * SLOT_SIZE)
-        table = array("Q")
-        assert self.mm is not None
-        table.frombytes(self.mm[: s * SLOT_SIZE])
-        table.byteswap()
-        self._set_prefix(table, s)
+        self.forget_from(s)
 
     def drop_data(self, s: int) -> bool:
         """truncate_entries_until for one slot: forget a Normal entry's data. Returns whether it changed."""

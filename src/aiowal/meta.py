@@ -15,6 +15,9 @@ from dataclasses import dataclass
 
 from aiowal.errors import CorruptionError
 from aiowal.format import (
+    DURABLE_MARK,
+    DURABLE_MARK_MAGIC,
+    DURABLE_MARK_OFFSET,
     HARD_STATE_MAX,
     HARD_STATE_OFFSET,
     META_EXT,
@@ -28,6 +31,7 @@ from aiowal.format import (
     SNAPSHOT_OFFSET,
     U32,
     U64,
+    crc32c,
 )
 from aiowal.fs import FS
 from aiowal.raftpb import ConfState, HardState, Snapshot, SnapshotMetadata
@@ -77,6 +81,7 @@ class NewMetaFile:
     size: int
     snapshot: Snapshot
     floor_fid: int
+    durable_index: int | None
 
 
 class Meta:
@@ -93,25 +98,28 @@ class Meta:
         self.hard_state = HardState()
         self.snapshot = Snapshot()
         self.floor_fid = 0
+        # Every entry up to this index was covered by a completed sync (None: no valid mark, e.g. Dgraph's files).
+        self.durable_index: int | None = None
         self.repairs: list[str] = []
 
     # --- opening ----------------------------------------------------------------------------------------------
     @classmethod
-    def create(cls, fs: FS, directory: str, durable: bool) -> Meta:
-        """A new 1 MiB sparse ``wal.meta`` (all fields zero), made visible by rename so it is never half made."""
+    def create(cls, fs: FS, directory: str) -> Meta:
+        """A new 1 MiB sparse ``wal.meta`` (all fields zero, the durable mark at 0), synced and made visible by
+        rename, so that it is never half made."""
         tmp = os.path.join(directory, META_TMP_NAME)
         fd = fs.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)
         try:
             fs.ftruncate(fd, META_FILE_SIZE)
-            if durable:
-                fs.fsync(fd)
+            meta = cls(fs, directory, fd, META_FILE_SIZE, True)
+            meta.store_hard_state(None, 0)
+            fs.fsync(fd)
             fs.rename(tmp, os.path.join(directory, META_NAME))
-            if durable:
-                fs.fsync_dir(directory)
+            fs.fsync_dir(directory)
         except BaseException:
             fs.close(fd)
             raise
-        return cls(fs, directory, fd, META_FILE_SIZE, True)
+        return meta
 
     @classmethod
     def open(cls, fs: FS, directory: str, writable: bool) -> Meta:
@@ -144,6 +152,10 @@ class Meta:
                 raise CorruptionError(
                     f"{self.path}: offset {HARD_STATE_OFFSET}: cannot parse hardState: {exc}"
                 ) from exc
+        magic, record_crc, durable = DURABLE_MARK.unpack_from(raw, DURABLE_MARK_OFFSET)
+        hs_record = raw[HARD_STATE_OFFSET : HARD_STATE_OFFSET + 4 + hs_len]
+        if magic == DURABLE_MARK_MAGIC and record_crc == crc32c(hs_record):
+            self.durable_index = int(durable)
         snap_len = U32.unpack_from(raw, SNAPSHOT_OFFSET)[0]
         if META_HEADER_END + snap_len > len(raw):
             raise CorruptionError(
@@ -187,17 +199,20 @@ class Meta:
         self.fs.pwrite(self.fd, U64.pack(value), META_UINT_OFFSETS[info])
         self.uints[info] = value
 
-    def store_hard_state(self, hs: HardState) -> None:
-        """Write the HardState in place at 512 (one sector), as Dgraph does."""
-        full = full_hard_state(hs)
-        raw = full.SerializeToString()
-        self.fs.pwrite(self.fd, U32.pack(len(raw)) + raw, HARD_STATE_OFFSET)
+    def store_hard_state(self, hs: HardState | None, durable_index: int | None) -> None:
+        """Write the HardState sector in place (one pwrite of 512 bytes: all or nothing): the HardState record as
+        Dgraph writes it (``None``: keep the stored one), and the durable mark (``None``: keep the stored one)."""
+        full = self.hard_state if hs is None else full_hard_state(hs)
+        durable = self.durable_index if durable_index is None else durable_index
+        self.fs.pwrite(self.fd, _hard_state_sector(full, durable), HARD_STATE_OFFSET)
         self.hard_state = full
+        self.durable_index = durable
 
     def write_snapshot_file(self, snap: Snapshot, floor_fid: int | None) -> NewMetaFile:
         """The blocking half of a snapshot switch: write a copy of wal.meta holding ``snap`` (and optionally a new
-        live-file floor) to a temp file, sync it and rename it over wal.meta. Nothing in memory changes: ``adopt``
-        the result next, on the thread that serves reads, so that no reader ever sees half of the switch."""
+        live-file floor, for a snapshot that discards the log: the durable mark then becomes the snapshot's index)
+        to a temp file, sync it and rename it over wal.meta. Nothing in memory changes: ``adopt`` the result next,
+        on the thread that serves reads, so that no reader ever sees half of the switch."""
         snap = normalize_snapshot(snap)
         proto = snap.SerializeToString()
         raw = bytearray(self.fs.pread(self.fd, self.size, 0))
@@ -210,6 +225,10 @@ class Meta:
         raw[SNAPSHOT_INDEX_OFFSET:SNAPSHOT_OFFSET] = U64.pack(index) + U64.pack(term)
         raw[SNAPSHOT_OFFSET : META_HEADER_END + len(proto)] = U32.pack(len(proto)) + proto
         floor = self.floor_fid if floor_fid is None else floor_fid
+        durable = self.durable_index
+        if floor_fid is not None:
+            durable = index
+            raw[HARD_STATE_OFFSET:SNAPSHOT_INDEX_OFFSET] = _hard_state_sector(self.hard_state, durable)
         if floor:
             raw[META_EXT_OFFSET : META_EXT_OFFSET + META_EXT.size] = META_EXT.pack(META_EXT_MAGIC, floor)
         used = len(raw.rstrip(b"\0"))
@@ -225,7 +244,7 @@ class Meta:
         except BaseException:
             self.fs.close(fd)
             raise
-        return NewMetaFile(fd, size, snap, floor)
+        return NewMetaFile(fd, size, snap, floor, durable)
 
     def adopt(self, new: NewMetaFile) -> None:
         """The in-memory half of a snapshot switch (see ``write_snapshot_file``): wal.meta is the new file."""
@@ -234,13 +253,24 @@ class Meta:
         self.size = new.size
         self.snapshot = new.snapshot
         self.floor_fid = new.floor_fid
+        self.durable_index = new.durable_index
         self.uints[MetaInfo.SNAPSHOT_INDEX] = new.snapshot.metadata.index
         self.uints[MetaInfo.SNAPSHOT_TERM] = new.snapshot.metadata.term
-
-    def sync(self) -> None:
-        self.fs.fdatasync(self.fd)
 
     def close(self) -> None:
         if self.fd >= 0:
             fd, self.fd = self.fd, -1
             self.fs.close(fd)
+
+
+def _hard_state_sector(hs: HardState, durable_index: int | None) -> bytes:
+    """Bytes 512..1023 of wal.meta: the HardState record (length 0 for an empty one, as Dgraph reads it), zeros,
+    and the durable mark bound to that record by its CRC."""
+    proto = hs.SerializeToString() if (hs.term or hs.vote or hs.commit) else b""
+    record = U32.pack(len(proto)) + proto
+    sector = bytearray(SNAPSHOT_INDEX_OFFSET - HARD_STATE_OFFSET)
+    sector[: len(record)] = record
+    if durable_index is not None:
+        mark = DURABLE_MARK.pack(DURABLE_MARK_MAGIC, crc32c(record), durable_index)
+        sector[DURABLE_MARK_OFFSET - HARD_STATE_OFFSET :] = mark
+    return bytes(sector)

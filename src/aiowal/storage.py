@@ -1,17 +1,20 @@
 """``DiskStorage``: etcd's raft ``Storage`` contract over a Dgraph-compatible WAL directory.
 
-A write is split into steps so that the same code serves the synchronous API and the asyncio writer: each step
-changes files through the page cache, and every ``fdatasync`` it needs is handed out as a ``SyncStep`` that the
-caller runs (at once here, in its sync thread in ``AsyncDiskStorage``). Durability order inside a save: snapshot,
-entries, HardState; a HardState never reaches the disk before the entries its commit index covers.
+A write is a generator of steps (``steps``) so that the same code serves the synchronous API and the asyncio
+writer: file changes go through the page cache, and each blocking call it needs is yielded for the driver to run
+(at once here, off the event loop in ``AsyncDiskStorage``). ``commit_steps`` is the one place that orders a save's
+durability: the log, then the HardState with the durable mark, then ``wal.meta`` when term or vote changed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
 import threading
+import time
+import warnings
 from collections.abc import Iterable, Sequence
 from operator import attrgetter
 from typing import Any, Self
@@ -20,25 +23,57 @@ from aiowal import speedups
 from aiowal.errors import (
     CompactedError,
     CorruptionError,
+    SnapOutOfDateError,
     StorageClosedError,
     StorageError,
     StorageFailedError,
     StorageIOError,
     UnavailableError,
 )
-from aiowal.errors import SnapOutOfDateError as SnapOutOfDateError
-from aiowal.format import META_NAME
+from aiowal.format import KEY_REGISTRY_NAME, META_NAME
 from aiowal.fs import DEFAULT_FS, FS
 from aiowal.keyregistry import KeyRegistry, check_key
 from aiowal.meta import META_TMP_NAME, Meta, MetaInfo, NewMetaFile, full_hard_state, full_snapshot
 from aiowal.raftpb import ConfState, Entry, HardState, Snapshot
-from aiowal.steps import FdSync, Steps, SyncStep
+from aiowal.steps import Call, FdSync, Steps, SyncStep
 from aiowal.wal import Wal
 
 log = logging.getLogger(__name__)
 
 _U64_MAX = (1 << 64) - 1
 _INDEX = attrgetter("index")
+_READ_ONLY_ATTEMPTS = 50  # a read-only open retries while a writer changes the directory under it
+
+
+class SavePlan:
+    """A checked save: the entries left after trimming, the snapshot to install, the HardState to write, and the
+    log's last index and term once it is written."""
+
+    __slots__ = ("entries", "hard_state", "last_index", "last_term", "snapshot")
+
+    def __init__(
+        self,
+        entries: Sequence[Entry],
+        snapshot: Snapshot | None,
+        hard_state: HardState | None,
+        last_index: int,
+        last_term: int,
+    ) -> None:
+        self.entries = entries
+        self.snapshot = snapshot
+        self.hard_state = hard_state
+        self.last_index = last_index
+        self.last_term = last_term
+
+    def appends_after(self, last_index: int) -> bool:
+        """Whether the plan only appends right after ``last_index`` (so it can be written together with others)."""
+        return self.snapshot is None and (not self.entries or self.entries[0].index == last_index + 1)
+
+    @classmethod
+    def merged(cls, plans: Sequence[SavePlan]) -> SavePlan:
+        """One plan writing the entries of ``plans`` (appends, each right after the one before) back to back."""
+        entries = [e for plan in plans for e in plan.entries]
+        return cls(entries, None, None, plans[-1].last_index, plans[-1].last_term)
 
 
 class DiskStorage:
@@ -65,20 +100,51 @@ class DiskStorage:
         path: str | os.PathLike[str],
         *,
         key: bytes | None = None,
-        hard_sync: bool = False,
+        hard_sync: bool = True,
         read_only: bool = False,
         fs: FS | None = None,
     ) -> DiskStorage:
         """Open (creating if missing) the WAL directory at ``path``; see ``docs/api.md``."""
+        path = _check_path(path)
+        _check_flag(hard_sync, "hard_sync")
+        _check_flag(read_only, "read_only")
+        if fs is not None and not isinstance(fs, FS):
+            raise TypeError(f"fs must be an aiowal.fs.FS, not {type(fs).__name__}")
         fs = fs or DEFAULT_FS
-        path = os.fspath(path)
         master = check_key(key)
-        if read_only:
-            if not os.path.isdir(path):
-                raise StorageError(f"{path}: no such WAL directory")
-        else:
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise StorageError(f"{path}: not a directory")
+        if not read_only:
             fs.makedirs(path)
-        lock_fd = None if read_only else fs.lock_dir(path)
+            return cls._open_once(path, master, hard_sync, fs, fs.lock_dir(path))
+        if not os.path.isdir(path):
+            raise StorageError(f"{path}: no such WAL directory")
+        return cls._open_read_only(path, master, fs)
+
+    @classmethod
+    def _open_read_only(cls, path: str, master: bytes | None, fs: FS) -> DiskStorage:
+        """A read-only open takes no lock, so a writer may change the directory while it reads: a view that does
+        not hold together is retried while the directory keeps changing, and reported only once it stands still;
+        a view taken while a snapshot switched wal.meta or files came or went is taken again."""
+        st: DiskStorage | None = None
+        for attempt in range(_READ_ONLY_ATTEMPTS):
+            if attempt:
+                time.sleep(min(0.001 * 2**attempt, 0.05))
+            before = _dir_identity(path)
+            try:
+                st = cls._open_once(path, master, False, fs, None)
+            except (CorruptionError, StorageIOError):
+                if attempt + 1 == _READ_ONLY_ATTEMPTS or _dir_identity(path) == before:
+                    raise
+                continue
+            if _dir_identity(path)[:2] == before[:2] or attempt + 1 == _READ_ONLY_ATTEMPTS:
+                return st
+            st.close()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @classmethod
+    def _open_once(cls, path: str, master: bytes | None, hard_sync: bool, fs: FS, lock_fd: int | None) -> DiskStorage:
+        read_only = lock_fd is None
         meta: Meta | None = None
         wal: Wal | None = None
         try:
@@ -90,7 +156,7 @@ class DiskStorage:
                     registry_cache.append(KeyRegistry(fs, path, master))
                 return registry_cache[0]
 
-            if master is not None and os.path.exists(os.path.join(path, "KEYREGISTRY")):
+            if master is not None and os.path.exists(os.path.join(path, KEY_REGISTRY_NAME)):
                 registry()  # a wrong key fails here, before anything is read or written
             meta_path = os.path.join(path, META_NAME)
             has_logs = any(n.endswith(".wal") for n in fs.listdir(path))
@@ -103,7 +169,7 @@ class DiskStorage:
             elif read_only:
                 raise StorageError(f"{path}: not a WAL directory (no wal.meta)")
             else:
-                meta = Meta.create(fs, path, durable=True)
+                meta = Meta.create(fs, path)
             wal = Wal.open(
                 fs,
                 path,
@@ -111,6 +177,7 @@ class DiskStorage:
                 registry=registry if master else None,
                 floor_fid=meta.floor_fid,
                 snapshot_index=meta.snapshot_index,
+                durable_index=meta.durable_index,
             )
             st = cls(path, meta, wal, lock_fd, fs, hard_sync)
             st._recover()
@@ -131,25 +198,23 @@ class DiskStorage:
             si = self._meta.snapshot_index
             if si:
                 before = len(self._wal.files)
-                for step in self._wal.delete_before(si):
-                    step()
+                self._run(self._wal.delete_before(si))
                 if len(self._wal.files) != before:
-                    log.info(
-                        "%s: removed %d log files below snapshot %d",
-                        self.path,
-                        before - len(self._wal.files),
-                        si,
-                    )
-                    self._wal.sync()
+                    log.info("%s: removed %d log files below snapshot %d", self.path, before - len(self._wal.files), si)
+                    self._run(self._wal.dir_sync_steps())
         hs = self._meta.hard_state
-        top = max(self._wal.last_index(), self._meta.snapshot_index)
+        top = self._last_index()
         if hs.commit > top:
-            # Dgraph #9111: a commit index past the durable log (Dgraph does not order its syncs). Raft cannot
-            # start from it; the true commit is re-learned from the leader, so report what the log holds.
-            msg = f"HardState commit {hs.commit} is past the last index {top}; reporting commit {top}"
-            log.warning("%s: %s", self.path, msg)
+            # Dgraph #9111, or a power cut without hard_sync: a commit index past the durable log. Raft cannot start
+            # from it; the true commit is re-learned from the leader, so the log's end is stored in its place.
+            msg = f"{self._meta.path}: HardState commit {hs.commit} is past the last index {top}; commit set to {top}"
             self.repairs.append(msg)
-            self._commit_clamp = top
+            if self.read_only:
+                self._commit_clamp = top
+            else:
+                log.warning("%s", msg)
+                self._meta.store_hard_state(HardState(term=hs.term, vote=hs.vote, commit=top), None)
+                self._run(self._meta_sync_steps())
 
     def close(self) -> None:
         """Sync, release the mappings, files and the directory lock. Idempotent."""
@@ -161,11 +226,21 @@ class DiskStorage:
                 if not self.read_only and self._failed is None:
                     self._run(self._sync_steps())
             finally:
-                self._wal.close()
-                self._meta.close()
-                if self._lock_fd is not None:
-                    self._fs.unlock_dir(self._lock_fd)
-                    self._lock_fd = None
+                self._release()
+
+    def _release(self) -> None:
+        self._wal.close()
+        self._meta.close()
+        if self._lock_fd is not None:
+            lock_fd, self._lock_fd = self._lock_fd, None
+            self._fs.unlock_dir(lock_fd)
+
+    def __del__(self) -> None:
+        if getattr(self, "_closed", True):
+            return
+        warnings.warn(f"unclosed DiskStorage {self.path!r}", ResourceWarning, stacklevel=2, source=self)
+        with contextlib.suppress(Exception):
+            self.close()
 
     def __enter__(self) -> Self:
         return self
@@ -176,6 +251,16 @@ class DiskStorage:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def fs(self) -> FS:
+        """The file-system seam every call of this storage goes through."""
+        return self._fs
+
+    @property
+    def failed(self) -> bool:
+        """Whether a write failed: further writes are refused until the storage is reopened."""
+        return self._failed is not None
 
     @property
     def bytes_written(self) -> int:
@@ -200,14 +285,26 @@ class DiskStorage:
             self._failed = f"an earlier write failed ({exc})"
             log.error("%s: writes disabled until reopen: %s", self.path, exc)
 
+    def advance(self, steps: Steps) -> SyncStep | None:
+        """Run a write up to its next blocking step, under the storage's lock; None once the write is done. The
+        caller runs the step (where it likes) and calls ``fail`` if it raised."""
+        with self._mutex:
+            try:
+                return next(steps)
+            except StopIteration:
+                return None
+            except StorageIOError as exc:
+                self.fail(exc)
+                raise
+
     def _run(self, steps: Steps) -> None:
-        """Drive a write's steps, running each sync at once (the synchronous API)."""
-        try:
-            for step in steps:
+        """Drive a write's steps, running each at once (the synchronous API)."""
+        while (step := self.advance(steps)) is not None:
+            try:
                 step()
-        except StorageIOError as exc:
-            self.fail(exc)
-            raise
+            except StorageIOError as exc:
+                self.fail(exc)
+                raise
 
     # --- reads ------------------------------------------------------------------------------------------------
     def initial_state(self) -> tuple[HardState, ConfState]:
@@ -251,19 +348,22 @@ class DiskStorage:
         _check_index(i, "i")
         with self._mutex:
             self._check_open()
-            si = self._meta.snapshot_index
-            if i == si:
-                return self._meta.snapshot_term
-            if i < si:
-                raise CompactedError()
-            t = self._wal.term(i)
-            if t is not None:
-                return t
-            if i > self._last_index():
-                raise UnavailableError()
-            if i < self._first_index():
-                raise CompactedError()
-            raise UnavailableError(f"no entry at index {i} (a gap in the log)")
+            return self._term(i)
+
+    def _term(self, i: int) -> int:
+        si = self._meta.snapshot_index
+        if i == si:
+            return self._meta.snapshot_term
+        if i < si:
+            raise CompactedError()
+        t = self._wal.term(i)
+        if t is not None:
+            return t
+        if i > self._last_index():
+            raise UnavailableError()
+        if i < self._first_index():
+            raise CompactedError()
+        raise UnavailableError(f"no entry at index {i} (a gap in the log)")
 
     def entries(self, lo: int, hi: int, max_size: int | None = None) -> list[Entry]:
         """Entries ``[lo, hi)``: at least one if any, then as many as fit in ``max_size`` bytes."""
@@ -309,6 +409,12 @@ class DiskStorage:
             self._check_open()
             return self._wal.num_log_files()
 
+    def durable_index(self) -> int | None:
+        """The durable mark: every entry up to it was covered by a completed sync (None: the directory has none)."""
+        with self._mutex:
+            self._check_open()
+            return self._meta.durable_index
+
     def log_files(self) -> list[dict[str, Any]]:
         """A description of each log file (for ``aiowal info``)."""
         with self._mutex:
@@ -331,7 +437,14 @@ class DiskStorage:
                 )
             return out
 
-    # --- writes -----------------------------------------------------------------------------------------------
+    def record_problems(self) -> list[str]:
+        """Every record whose bounds or checksum are wrong, in every log file (``aiowal verify``'s deep check;
+        open checks only the files a crash can have torn)."""
+        with self._mutex:
+            self._check_open()
+            return [p for lf in self._wal.files for p in lf.record_problems()]
+
+    # --- saves ------------------------------------------------------------------------------------------------
     def save(
         self,
         hard_state: HardState | None = None,
@@ -340,128 +453,156 @@ class DiskStorage:
     ) -> None:
         """Persist one Raft ``Ready``: snapshot, then entries, then HardState (see ``docs/api.md``)."""
         with self._mutex:
-            plan = self.prepare_save(hard_state, entries, snapshot)
+            plan = self.plan_save(hard_state, entries, snapshot)
             self._run(self.save_steps(plan))
 
-    def prepare_save(
+    def plan_save(
         self,
         hard_state: HardState | None,
         entries: Iterable[Entry],
         snapshot: Snapshot | None,
-        last_index: int | None = None,
+        after: SavePlan | None = None,
     ) -> SavePlan:
-        """Check a save's arguments against the current state; nothing is written. ``last_index`` stands for the
-        log's last index when appends checked earlier are still to be written (the async writer's batches)."""
-        self._check_writable()
+        """Check a save against the current state, or against the state once ``after`` (an append planned
+        earlier and not yet written) is written. Nothing is written; every error is raised here."""
         if hard_state is not None and not isinstance(hard_state, HardState):
             raise TypeError(f"hard_state must be a raftpb.HardState, not {type(hard_state).__name__}")
         if snapshot is not None and not isinstance(snapshot, Snapshot):
             raise TypeError(f"snapshot must be a raftpb.Snapshot, not {type(snapshot).__name__}")
         ents = entries if isinstance(entries, list) else list(entries)
         _check_entries(ents)
-        snap = snapshot if snapshot is not None and snapshot.metadata.index else None
-        if snap is not None and snap.metadata.index <= self._meta.snapshot_index:
-            raise SnapOutOfDateError()
-        if snap is not None:
-            floor, last = snap.metadata.index, snap.metadata.index
-        else:
-            floor = self._meta.snapshot_index
-            last = self._last_index() if last_index is None else last_index
-        if ents and ents[0].index <= floor:
-            ents = ents[floor - ents[0].index + 1 :]
-        if ents and ents[0].index > last + 1:
-            raise ValueError(f"entries start at {ents[0].index}, past last index {last} + 1: a gap")
-        hs = (
-            hard_state if hard_state is not None and (hard_state.term or hard_state.vote or hard_state.commit) else None
-        )
-        return SavePlan(ents, snap, hs)
+        with self._mutex:
+            self._check_writable()
+            si = self._meta.snapshot_index
+            snap = snapshot if snapshot is not None and snapshot.metadata.index else None
+            if snap is not None:
+                if snap.metadata.index <= si:
+                    raise SnapOutOfDateError()
+                floor, floor_term = snap.metadata.index, snap.metadata.term
+                last, last_term = floor, floor_term
+            else:
+                floor, floor_term = si, self._meta.snapshot_term
+                if after is not None:
+                    last, last_term = after.last_index, after.last_term
+                else:
+                    last, last_term = self._last_index(), self._last_term()
+            if ents and ents[0].index <= floor:
+                ents = ents[floor - ents[0].index + 1 :]
+            if ents:
+                first = ents[0].index
+                if first > last + 1:
+                    raise ValueError(f"entries start at {first}, past last index {last} + 1: a gap")
+                if first == last + 1:
+                    prev_term = last_term
+                else:
+                    prev_term = floor_term if first == floor + 1 else self._term(first - 1)
+                _check_terms(ents, prev_term, floor_term)
+                last, last_term = ents[-1].index, ents[-1].term
+            hs = hard_state if hard_state is not None and _nonempty(hard_state) else None
+            if hs is not None and hs.commit > last:
+                raise ValueError(f"HardState commit {hs.commit} is past the last index {last} after this save")
+            return SavePlan(ents, snap, hs, last, last_term)
+
+    def _last_term(self) -> int:
+        if self._wal.last_index() >= self._meta.snapshot_index and self._wal.last_index():
+            return self._wal.last_term()
+        return self._meta.snapshot_term
 
     def save_steps(self, plan: SavePlan) -> Steps:
-        """All of one save: its log part, a sync, then its HardState part."""
-        yield from self.log_steps(plan)
-        if self.hard_sync:
-            step = self.log_sync_step()
-            if step is not None:
-                yield step
-        if self.apply_hard_state(plan) and self.hard_sync:
-            yield self.meta_sync_step()
+        """All of one save: its log part, then its commit."""
+        yield from self.write_steps(plan)
+        yield from self.commit_steps([plan])
 
-    def log_steps(self, plan: SavePlan) -> Steps:
-        """Install the plan's snapshot (discarding the log) and write its entries, without the final sync."""
-        durable = self.hard_sync
+    def write_steps(self, plan: SavePlan) -> Steps:
+        """The log part of a save: install its snapshot (discarding the log) and write its entries. Nothing is
+        durable yet: ``commit_steps`` follows."""
         self._check_writable()
+        durable = self.hard_sync
+        yield from self._start_mark_steps()
         if plan.snapshot is not None:
-            fresh = yield from self._wal.discard_all_but_new_file()
+            fresh = yield from self._wal.start_fresh_file()
             if durable:
-                yield self.log_sync_step() or _noop
-            yield from self._meta_rewrite(plan.snapshot, fresh.fid, durable)
+                yield from self._wal.sync_steps()
+            yield from self._switch_snapshot(plan.snapshot, fresh.fid)
             yield from self._wal.drop_older_than(fresh.fid)
         if plan.entries:
-            if plan.entries[0].index <= self._wal.last_index() and durable:
-                # An overwrite: the cut must be on disk before new data lands, so that a crash never shows old
-                # entries after new ones. Later files go first (their deletion synced), so that the cut of the file
-                # holding the index can never reach the disk while they are still there: that would be a gap.
-                yield from self._wal.drop_files_after(plan.entries[0].index)
-                step = self.log_sync_step()
-                if step is not None:
-                    yield step
-                yield from self._wal.truncate_from(plan.entries[0].index)
-                yield self.log_sync_step() or _noop
-            yield from self._wal.append_steps(plan.entries)
+            first = plan.entries[0].index
+            if first <= self._wal.last_index():
+                yield from self._overwrite_steps(first, durable)
+            yield from self._wal.append_steps(plan.entries, durable)
 
-    def _meta_rewrite(self, snap: Snapshot, floor: int | None, durable: bool) -> Steps:
-        """Switch wal.meta to one holding ``snap``: the file work (temp file, its sync, rename) is one blocking step,
-        the switch in memory follows it, and with ``durable`` the directory sync is a second step."""
-        meta = self._meta
-        written: list[NewMetaFile] = []
-        yield lambda: written.append(meta.write_snapshot_file(snap, floor))
-        meta.adopt(written[0])  # here, not in the step: a reader sees the old snapshot or the new, never a mix
+    def _overwrite_steps(self, first: int, durable: bool) -> Steps:
+        """Before entries from ``first`` on are replaced: the durable mark goes below ``first`` (synced: the new
+        entries are not covered by any sync yet), and with durability the cut is on disk before new data lands,
+        so that a crash never shows old entries after new ones. Later files go first (their deletion synced): the
+        cut of the file holding ``first`` can never reach the disk while they are still there, leaving a gap."""
+        mark = self._meta.durable_index
+        if mark is not None and first <= mark:
+            self._meta.store_hard_state(None, first - 1)
+            yield from self._meta_sync_steps()
         if durable:
-            fs, path = self._fs, self.path
-            yield lambda: fs.fsync_dir(path)
+            yield from self._wal.drop_files_after(first)
+            yield from self._wal.sync_steps()
+            yield from self._wal.truncate_from(first)
+            yield from self._wal.sync_steps()
 
-    def apply_hard_state(self, plan: SavePlan) -> bool:
-        """Write the plan's HardState in place; returns whether it must be synced (term or vote changed)."""
-        hs = plan.hard_state
-        if hs is None:
-            return False
+    def commit_steps(self, plans: Sequence[SavePlan]) -> Steps:
+        """Make saves whose log part is written durable, in the one order that keeps a crash safe: the log (one
+        sync for all of them), then the last HardState with the durable mark in one sector, then ``wal.meta``'s
+        sync when term or vote changed (a change of commit alone waits for the next one: etcd's ``MustSync``).
+        Refuses with ``StorageFailedError`` if any write or sync failed since: the saves never became durable."""
+        self._check_writable()
+        hs = next((p.hard_state for p in reversed(plans) if p.hard_state is not None), None)
         cur = self._meta.hard_state
-        if (hs.term, hs.vote, hs.commit) == (cur.term, cur.vote, cur.commit):
-            return False
-        must_sync = hs.term != cur.term or hs.vote != cur.vote
-        self._meta.store_hard_state(hs)
-        self._commit_clamp = None
-        return must_sync
+        changed = hs is not None and (hs.term, hs.vote, hs.commit) != (cur.term, cur.vote, cur.commit)
+        must_sync = hs is not None and (hs.term, hs.vote) != (cur.term, cur.vote)
+        if not self.hard_sync:
+            if changed:
+                self._store_hard_state(hs, None)
+            return
+        yield from self._wal.sync_steps()
+        last = self._last_index()
+        if changed or self._meta.durable_index != last:
+            self._store_hard_state(hs if changed else None, last)
+        if must_sync:
+            yield from self._meta_sync_steps()
 
-    def log_sync_step(self) -> SyncStep | None:
-        """A step that makes every log write so far durable, or None if there is nothing to sync."""
-        wal = self._wal
-        files = [lf.fd for lf in wal.dirty]
-        dir_dirty = wal.dir_dirty
-        if not files and not dir_dirty:
-            return None
-        wal.dirty.clear()
-        wal.dir_dirty = False
-        fs, path = self._fs, self.path
-        data = FdSync(fs, files)
-        if not dir_dirty:
-            return data
+    def _store_hard_state(self, hs: HardState | None, durable_index: int | None) -> None:
+        self._meta.store_hard_state(hs, durable_index)
+        if hs is not None:
+            self._commit_clamp = None
 
-        def step() -> None:
-            data()
-            fs.fsync_dir(path)
+    def _start_mark_steps(self) -> Steps:
+        """A directory without a durable mark (written by Dgraph) gets one before aiowal's first write to it:
+        every live file synced, then the mark at the log's end. Recovery can then tell a torn tail in any file."""
+        if self._meta.durable_index is None:
+            yield from self._wal.sync_all_steps()
+            self._meta.store_hard_state(None, self._last_index())
+            yield from self._meta_sync_steps()
 
-        return step
+    def _switch_snapshot(self, snap: Snapshot, floor: int | None) -> Steps:
+        """Switch wal.meta to one holding ``snap``: the file work (temp file, its sync, rename) is one blocking step,
+        the switch in memory follows it, and with ``hard_sync`` the directory sync is a second step."""
+        meta = self._meta
+        job: Call[NewMetaFile] = Call(lambda: meta.write_snapshot_file(snap, floor))
+        yield job
+        meta.adopt(job.result)  # here, not in the step: a reader sees the old snapshot or the new, never a mix
+        if self.hard_sync:
+            yield FdSync(self._fs, [], self.path)
 
-    def meta_sync_step(self) -> SyncStep:
-        return FdSync(self._fs, [self._meta.fd])
+    def _meta_sync_steps(self) -> Steps:
+        yield FdSync(self._fs, [self._meta.fd])
 
     def _sync_steps(self) -> Steps:
-        step = self.log_sync_step()
-        if step is not None:
-            yield step
-        yield self.meta_sync_step()
+        """Everything written so far durable: the log files, then the durable mark at the log's end with
+        wal.meta's sync."""
+        yield from self._wal.sync_steps()
+        last = self._last_index()
+        if self._meta.durable_index is not None and self._meta.durable_index != last:
+            self._meta.store_hard_state(None, last)
+        yield from self._meta_sync_steps()
 
+    # --- other writes -----------------------------------------------------------------------------------------
     def create_snapshot(self, i: int, conf_state: ConfState | None, data: bytes | None) -> None:
         """Store a snapshot at ``i`` and delete the log files wholly below it."""
         with self._mutex:
@@ -482,12 +623,10 @@ class DiskStorage:
         if term is None:
             raise CompactedError(f"no entry at index {i} to snapshot")
         snap = full_snapshot(bytes(data) if data is not None else None, i, term, conf_state or ConfState())
-        yield from self._meta_rewrite(snap, None, self.hard_sync)
+        yield from self._switch_snapshot(snap, None)
         yield from self._wal.delete_before(i)
-        if self.hard_sync and self._wal.dir_dirty:
-            self._wal.dir_dirty = False
-            fs, path = self._fs, self.path
-            yield lambda: fs.fsync_dir(path)
+        if self.hard_sync:
+            yield from self._wal.dir_sync_steps()
 
     def truncate_entries_until(self, i: int) -> None:
         """Drop the data of Normal entries below ``i`` (their index, term and type stay)."""
@@ -497,11 +636,10 @@ class DiskStorage:
     def truncate_steps(self, i: int) -> Steps:
         _check_index(i, "i")
         self._check_writable()
-        yield from self._wal.drop_data_until(i, durable=self.hard_sync)
+        yield from self._start_mark_steps()
+        yield from self._wal.drop_data_until(i)
         if self.hard_sync:
-            step = self.log_sync_step()
-            if step is not None:
-                yield step
+            yield from self._wal.sync_steps()
 
     def set_uint(self, info: MetaInfo, value: int) -> None:
         with self._mutex:
@@ -517,32 +655,36 @@ class DiskStorage:
         self._check_writable()
         self._meta.set_uint(info, value)
         if self.hard_sync:
-            yield self.meta_sync_step()
+            yield from self._meta_sync_steps()
 
     def sync(self) -> None:
         """Make everything written so far durable: log files, then wal.meta."""
         with self._mutex:
-            self._check_writable()
-            self._run(self._sync_steps())
+            self._run(self.sync_steps())
 
     def sync_steps(self) -> Steps:
         self._check_writable()
         return self._sync_steps()
 
 
-class SavePlan:
-    """A checked save: the entries left after trimming, the snapshot to install, the HardState to write."""
+def _check_terms(ents: Sequence[Entry], prev_term: int, floor_term: int) -> None:
+    """Raft's terms never decrease along the log: not inside ``ents``, not from the entry before them, not below
+    the snapshot's term."""
+    low = max(prev_term, floor_term)
+    if ents[0].term < low:
+        what = "the snapshot's term" if floor_term >= prev_term else f"the term of entry {ents[0].index - 1}"
+        raise ValueError(f"entry {ents[0].index} has term {ents[0].term}, below {what} ({low}): terms never decrease")
+    terms = [e.term for e in ents]
+    if terms != sorted(terms):
+        k = next(k for k in range(1, len(terms)) if terms[k] < terms[k - 1])
+        raise ValueError(
+            f"entry {ents[k].index} has term {terms[k]}, below the term {terms[k - 1]} of entry {ents[k - 1].index}:"
+            " terms never decrease"
+        )
 
-    __slots__ = ("entries", "hard_state", "snapshot")
 
-    def __init__(self, entries: Sequence[Entry], snapshot: Snapshot | None, hard_state: HardState | None) -> None:
-        self.entries = entries
-        self.snapshot = snapshot
-        self.hard_state = hard_state
-
-
-def _noop() -> None:
-    return None
+def _nonempty(hs: HardState) -> bool:
+    return bool(hs.term or hs.vote or hs.commit)
 
 
 def _check_index(v: object, name: str) -> None:
@@ -550,6 +692,23 @@ def _check_index(v: object, name: str) -> None:
         raise TypeError(f"{name} must be an int, not {type(v).__name__}")
     if v < 0:
         raise ValueError(f"{name} must not be negative (got {v})")
+
+
+def _check_flag(v: object, name: str) -> None:
+    if not isinstance(v, bool):
+        raise TypeError(f"{name} must be True or False, not {v!r}")
+
+
+def _check_path(path: object) -> str:
+    """``path`` as a str: a str or an ``os.PathLike`` giving one (bytes paths are refused)."""
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(f"path must be a str or an os.PathLike, not {type(path).__name__}")
+    fspath = os.fspath(path)
+    if not isinstance(fspath, str):
+        raise TypeError(f"path must give a str, not {type(fspath).__name__}")
+    if not fspath or "\0" in fspath:
+        raise ValueError(f"invalid path: {fspath!r}")
+    return fspath
 
 
 def _check_info(info: object) -> MetaInfo:
@@ -561,17 +720,23 @@ def _check_info(info: object) -> MetaInfo:
         raise ValueError(f"Invalid info: {info}") from None
 
 
+def _dir_identity(path: str) -> tuple[object, ...]:
+    """What a writer changes under a reader: wal.meta's inode (a snapshot switch renames a new one in), the log
+    files' names and inodes, then wal.meta's size and modification time (any write to it)."""
+    try:
+        names = sorted(n for n in os.listdir(path) if n.endswith(".wal"))
+        st = os.stat(os.path.join(path, META_NAME))
+        logs = tuple((n, os.stat(os.path.join(path, n)).st_ino) for n in names)
+    except OSError:
+        return ("changing", time.monotonic())
+    return st.st_ino, logs, st.st_size, st.st_mtime_ns
+
+
 def _check_entries(ents: Sequence[Entry]) -> None:
     """Every item a ``raftpb.Entry``, indexes contiguous and not 0: C-level passes first, a loop only to name the
     culprit."""
     ok = speedups.entries_ok
     if ok is not None and ok(ents, Entry):
-        return
-    if len(ents) == 1:  # the common Raft save: skip the set-up of the passes below
-        if not isinstance(ents[0], Entry):
-            raise TypeError(f"entries must be raftpb.Entry, not {type(ents[0]).__name__}")
-        if ents[0].index == 0:
-            raise ValueError("entry index 0 is not valid")
         return
     if not ents:
         return

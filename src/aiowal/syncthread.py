@@ -1,8 +1,7 @@
 """``SyncThread``: one thread that runs an event loop's blocking calls (fdatasync, unlink, close) in order.
 
-Each result goes back with a single ``call_soon_threadsafe``. That round trip is about half that of
-``run_in_executor`` (measured on this project's CI machine: ~60 vs ~110 µs on asyncio, ~35 vs ~80 µs on uvloop),
-and a durable save waits for one every time.
+Each result goes back with a single ``call_soon_threadsafe``, a shorter round trip than ``run_in_executor``'s (see
+docs/benchmarks.md), and a durable save waits for one every time.
 """
 
 from __future__ import annotations
@@ -38,6 +37,10 @@ class SyncThread:
         """Let the thread finish the jobs already queued, then exit."""
         self._jobs.put(None)
 
+    def join(self) -> None:
+        """Wait until the thread has exited (after ``stop``)."""
+        self._thread.join()
+
     def _work(self) -> None:
         while True:
             job = self._jobs.get()
@@ -47,20 +50,21 @@ class SyncThread:
             try:
                 result = fn()
             except BaseException as exc:  # handed to the awaiting coroutine, like run_in_executor does
-                self._post(_set_exception, fut, exc)
+                self._post(fut, exc)
             else:
-                self._post(_set_result, fut, result)
+                self._post(fut, result)
 
-    def _post(self, cb: Callable[[asyncio.Future[Any], Any], None], fut: asyncio.Future[Any], value: Any) -> None:
+    def _post(self, fut: asyncio.Future[Any], outcome: Any) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
-            self._loop.call_soon_threadsafe(cb, fut, value)
+            self._loop.call_soon_threadsafe(resolve, fut, outcome)
 
 
-def _set_result(fut: asyncio.Future[Any], value: Any) -> None:
-    if not fut.done():
-        fut.set_result(value)
-
-
-def _set_exception(fut: asyncio.Future[Any], exc: BaseException) -> None:
-    if not fut.done():
-        fut.set_exception(exc)
+def resolve(fut: asyncio.Future[Any], outcome: Any) -> None:
+    """Settle ``fut`` unless it is done (its caller was cancelled): an exception instance fails it, anything else
+    is its result."""
+    if fut.done():
+        return
+    if isinstance(outcome, BaseException):
+        fut.set_exception(outcome)
+    else:
+        fut.set_result(outcome)

@@ -1,33 +1,32 @@
 """The ordered set of log files of one directory: discovery and recovery on open, append with Dgraph's rotation
-rule, truncation for overwrites, deletion of files below a snapshot, and reads across files.
+rule, truncation for overwrites, deletion of files below a snapshot, reads across files, and which files a sync
+must cover.
 
-Files are kept sorted by their first index; the last one is the *current* file that receives appends. Every
-structural change that a later write depends on is made durable first when the caller asks for durability, so a
-crash never leaves old entries after new ones (see docs/durability.md).
+Files are kept sorted by their first index; the last one is the *current* file that receives appends. What open
+keeps of a damaged or torn log is decided by ``recovery`` (see docs/durability.md).
 """
 
 from __future__ import annotations
 
 import bisect
-import itertools
 import logging
 import os
 from collections.abc import Callable, Generator, Sequence
 
+from aiowal import recovery
 from aiowal.errors import CorruptionError, EncryptionKeyError
-from aiowal.format import LOG_FILE_SIZE, SLOT_SIZE, UNLIMITED, log_file_name, parse_log_file_name
+from aiowal.format import ENC_OFFSET, KEY_REGISTRY_NAME, LOG_FILE_SIZE, UNLIMITED, log_file_name, parse_log_file_name
 from aiowal.fs import FS
 from aiowal.keyregistry import KeyRegistry
 from aiowal.logfile import LogFile
 from aiowal.raftpb import Entry
-from aiowal.steps import Steps, SyncStep
+from aiowal.steps import FdSync, Steps, SyncStep, Unlink
 
 log = logging.getLogger(__name__)
 
 
 class Wal:
-    """Log files sorted by first index (``files[-1]`` is current) and the set of files written since the last
-    sync."""
+    """Log files sorted by first index (``files[-1]`` is current) and the files written since the last sync."""
 
     def __init__(self, fs: FS, directory: str, writable: bool, registry: Callable[[], KeyRegistry] | None) -> None:
         self.fs = fs
@@ -36,8 +35,9 @@ class Wal:
         self._registry = registry  # None: no encryption key was given
         self.files: list[LogFile] = []
         self.max_fid = 0
-        self.dirty: set[LogFile] = set()
-        self.dir_dirty = False
+        # Written since the last completed sync (the tracking is cleared only once a sync succeeded).
+        self._dirty: set[LogFile] = set()
+        self._dir_dirty = False
         self.repairs: list[str] = []
         self.bytes_written = 0  # data-record bytes appended since open
 
@@ -47,20 +47,24 @@ class Wal:
         cls,
         fs: FS,
         directory: str,
+        *,
         writable: bool,
         registry: Callable[[], KeyRegistry] | None,
         floor_fid: int,
-        snapshot_index: int = 0,
+        snapshot_index: int,
+        durable_index: int | None,
     ) -> Wal:
+        """Open the log files of ``directory``, applying the recovery rule (``recovery``); a writable open makes
+        its repairs durable, a read-only one only shows what they would keep."""
         wal = cls(fs, directory, writable, registry)
         try:
-            wal._discover(floor_fid, snapshot_index)
+            wal._discover(floor_fid, snapshot_index, durable_index)
         except BaseException:
             wal.close()
             raise
         return wal
 
-    def _discover(self, floor_fid: int, snapshot_index: int) -> None:
+    def _discover(self, floor_fid: int, snapshot_index: int, durable: int | None) -> None:
         found: list[LogFile] = []
         self.files = found  # so that close() releases what was opened if anything below fails
         dead: list[str] = []
@@ -82,91 +86,96 @@ class Wal:
                 continue
             lf = LogFile.open(self.fs, path, fid, self.writable)
             found.append(lf)
-            self._attach_key(lf)
+            self._attach_key(lf)  # a key id no registry explains is damage, whatever else the file holds
         firsts = {lf: lf.peek_first_index() for lf in found}
-        nonempty = [lf for lf in found if firsts[lf]]
-        empty = [lf for lf in found if lf not in nonempty]
-        nonempty.sort(key=lambda lf: firsts[lf])
-        current: LogFile | None = None
-        newest_empty = max(empty, key=lambda lf: lf.fid) if empty else None
-        if (
-            newest_empty is not None
-            and newest_empty.mm is not None
-            and newest_empty.fid == max(f.fid for f in found)
-            and (self._registry is None or newest_empty.data_key is not None)
-        ):
-            # The newest file is empty: a rotation or snapshot made it and nothing was written yet. (A file of
-            # size 0, cut short by a crash while it was being created, has no header: it is removed instead; so is
-            # an empty file without a key header when a key is given, so that no entry is written unencrypted.)
-            current = newest_empty
+        live = sorted((lf for lf in found if firsts[lf]), key=lambda lf: firsts[lf])
+        empty = [lf for lf in found if not firsts[lf]]
+        for lf, check in zip(live, recovery.needs_record_check(live, durable), strict=True):
+            lf.load(validate_records=check)
+        cut = recovery.find_cut(live, snapshot_index)
+        current = self._current_among(empty, live)
+        suspects = [lf.empty_reason() for lf in empty if lf is not current]
+        recovery.check_cut(cut, live, durable, snapshot_index, suspects)
+        if cut is not None:
+            self._cut(live, cut, dead)
+            live = live[: cut.pos + 1] if cut.keep else live[: cut.pos]
+        current = self._current_among(empty, live)
         for lf in empty:
             if lf is not current:
                 dead.append(lf.path)
                 lf.close()
-        files = [*nonempty, current] if current is not None else nonempty
-        torn: tuple[LogFile, int] | None = None
-        for pos, lf in enumerate(files):
-            is_current = pos == len(files) - 1
-            good = lf.load(validate_records=is_current)
-            if not lf.clean:
-                if not is_current:
-                    raise CorruptionError(f"{lf.path}: offset {good * SLOT_SIZE}: invalid slot {good}")
-                torn = (lf, good)
-        # Check the files against each other before anything is repaired or deleted: a damaged older file must
-        # not be mistaken for a torn current file (or an empty one) and lose acknowledged entries.
-        live = [lf for lf in files if lf.count]
-        suspects = [lf.path for lf in empty if lf is not current] + ([torn[0].path] if torn else [])
-        hint = f" (damaged or empty: {', '.join(suspects)})" if suspects else ""
-        if live and live[0].first > snapshot_index + 1:
-            raise CorruptionError(
-                f"{live[0].path}: offset 0: the log starts at {live[0].first}, but the snapshot is at "
-                f"{snapshot_index}{hint}"
-            )
-        for prev, nxt in itertools.pairwise(live):
-            if nxt.first <= prev.last or nxt.term_at(0) < prev.last_term:
-                raise CorruptionError(
-                    f"{nxt.path}: offset 0: first entry {nxt.first} does not follow {prev.path}'s last {prev.last}"
-                )
-            if nxt.first > max(prev.last, snapshot_index) + 1:
-                raise CorruptionError(
-                    f"{nxt.path}: offset 0: first entry {nxt.first} leaves a gap after {prev.path}'s last "
-                    f"{prev.last}{hint}"
-                )
-        if torn is not None:
-            self._repair_tail(*torn)
-        self.files = files
+        self.files = [*live, current] if current is not None else live
         if self.files and self.current.data_key is not None:
             # Data past the last slot may have reached the disk before a crash: new data never goes where it
             # might have been, so an encrypted log starts a new file at its first append after open.
             self.current.sealed = True
         if self.writable:
             for path in dead:
-                log.info("removing %s: empty or discarded by a snapshot", path)
+                log.info("removing %s: empty, past a torn tail, or discarded by a snapshot", path)
                 self.fs.unlink(path)
-                self.dir_dirty = True
+                self._dir_dirty = True
             if not self.files:
-                self._new_file()
-            self.sync()
+                self._create_file()
+            for step in self.sync_steps():
+                step()
+
+    def _current_among(self, empty: list[LogFile], live: list[LogFile]) -> LogFile | None:
+        """The newest empty file, if it is newer than every live file and complete: a rotation or snapshot made it
+        and nothing was written yet. (A file cut short while it was being created, or one without a key header when
+        a key is given, is not: it is removed, so that no entry is ever written unencrypted.)"""
+        if not empty:
+            return None
+        newest = max(empty, key=lambda lf: lf.fid)
+        if newest.mm is None or newest.short or any(lf.fid > newest.fid for lf in live):
+            return None
+        if self._registry is not None and newest.data_key is None:
+            return None
+        return newest
+
+    def _cut(self, live: list[LogFile], cut: recovery.Cut, dead: list[str]) -> None:
+        """Drop what follows the valid log: the slots of ``live[cut.pos]`` from ``cut.keep`` on and the later
+        files (only in memory when read-only)."""
+        msg = f"{cut.reason}: a torn tail: the log ends at {cut.index - 1}; what follows no sync covered is dropped"
+        self.repairs.append(msg)
+        lf = live[cut.pos]
+        if lf.data_key is not None:
+            lf.sealed = True  # the cut region's keystream was used: never write there again
+        doomed = live[cut.pos + 1 :] if cut.keep else live[cut.pos :]
+        for later in doomed:
+            dead.append(later.path)
+            later.close()
+        if not cut.keep:
+            return
+        if not self.writable:
+            lf.forget_from(cut.keep)
+            return
+        log.warning("%s", msg)
+        lf.cut_to(cut.keep)
+        self._dirty.add(lf)
 
     def _attach_key(self, lf: LogFile) -> None:
         key_id, base_iv = lf.header_key_id()
         if key_id == 0:
             return
+        registry_path = os.path.join(self.dir, KEY_REGISTRY_NAME)
+        where = f"{lf.path}: offset {ENC_OFFSET}"
         if self._registry is None:
-            raise EncryptionKeyError("Logfile is encrypted but encryption key is nil")
+            if not self.fs.exists(registry_path):
+                raise CorruptionError(
+                    f"{where}: key id {key_id} in the encryption header, but the directory has no {KEY_REGISTRY_NAME}:"
+                    " a damaged log file (or a lost key registry)"
+                )
+            raise EncryptionKeyError(f"{lf.path}: Logfile is encrypted but encryption key is nil")
+        registry = self._registry()
+        if not registry.exists:
+            raise CorruptionError(f"{registry_path}: missing, but {lf.path} is encrypted with data key {key_id}")
+        if not registry.has(key_id):
+            raise CorruptionError(
+                f"{where}: data key {key_id} is not in {registry_path} (the key registry or this file is damaged)"
+            )
         lf.key_id = key_id
-        lf.data_key = self._registry().data_key(key_id)
+        lf.data_key = registry.data_key(key_id)
         lf.base_iv = base_iv
-
-    def _repair_tail(self, lf: LogFile, good: int) -> None:
-        msg = f"{lf.path}: torn tail: keeping {good} entries, dropping the slots after them"
-        self.repairs.append(msg)
-        if lf.data_key is not None:
-            lf.sealed = True  # the cut region's keystream was used: never write there again
-        if self.writable:
-            log.warning(msg)
-            lf.cut_to(good)
-            self.dirty.add(lf)
 
     # --- shape ------------------------------------------------------------------------------------------------
     @property
@@ -184,6 +193,12 @@ class Wal:
         for lf in reversed(self.files):
             if lf.count:
                 return lf.last
+        return 0
+
+    def last_term(self) -> int:
+        for lf in reversed(self.files):
+            if lf.count:
+                return lf.last_term
         return 0
 
     def num_entries(self) -> int:
@@ -231,10 +246,9 @@ class Wal:
         return out
 
     # --- writing ----------------------------------------------------------------------------------------------
-    def append_steps(self, entries: Sequence[Entry]) -> Steps:
-        """Write ``entries``; the first may overwrite the log from its index on (the caller checked gaps). Each
-        rotation yields its syncs (the full file, the new file's header) for the caller to run: off the event loop
-        in ``AsyncDiskStorage``."""
+    def append_steps(self, entries: Sequence[Entry], durable: bool) -> Steps:
+        """Write ``entries``; the first may overwrite the log from its index on (the caller checked gaps and made
+        the cut durable first when it must be). Rotations yield their syncs for the caller to run."""
         if not entries:
             return
         first = entries[0].index
@@ -244,20 +258,21 @@ class Wal:
         while i < len(entries):
             cur = self.files[-1] if self.files else None
             if cur is None or cur.sealed:
-                cur = yield from self.rotate_steps()
+                cur = yield from self.rotate_steps(durable)
             before = cur.data_end
             stop = cur.append(entries, i)
             if stop == i:
-                yield from self.rotate_steps()
+                yield from self.rotate_steps(durable)
                 continue
             self.bytes_written += cur.data_end - before
-            self.dirty.add(cur)
+            self._dirty.add(cur)
             i = stop
 
-    def rotate_steps(self) -> Generator[SyncStep, None, LogFile]:
-        """Close the current file at its data end and start a new current file, each synced by a yielded step.
-        The full file is durable before the new one exists (as Dgraph does): a file followed by another is never
-        torn, which is what open relies on to check only the last one's records."""
+    def rotate_steps(self, durable: bool) -> Generator[SyncStep, None, LogFile]:
+        """Close the current file at its data end and start a new current file. With ``durable`` the full file is
+        synced first (as Dgraph does): the write's final sync would cover it anyway, this only keeps a file
+        followed by another from ever being torn. The new file's size and key header are always synced before
+        any record goes there (see ``_create_file``)."""
         if self.files:
             old = self.files[-1]
             if old.count == 0:
@@ -266,18 +281,10 @@ class Wal:
             else:
                 if old.size != old.data_end:
                     old.resize(old.data_end)
-                self.dirty.discard(old)
-                fs, fd = self.fs, old.fd
-                yield lambda: fs.fdatasync(fd)
+                if durable:
+                    yield from self._sync_files([old])
         lf = self._create_file()
-        fs = self.fs
-        yield lambda: fs.fdatasync(lf.fd)
-        return lf
-
-    def _new_file(self) -> LogFile:
-        """A new current file, its header synced at once (on open, where no event loop is waiting)."""
-        lf = self._create_file()
-        self.fs.fdatasync(lf.fd)
+        yield from self._sync_files([lf])
         return lf
 
     def _create_file(self) -> LogFile:
@@ -292,8 +299,8 @@ class Wal:
         else:
             lf = LogFile.create(self.fs, path, self.max_fid)
         self.files.append(lf)
-        self.dirty.add(lf)
-        self.dir_dirty = True
+        self._dirty.add(lf)
+        self._dir_dirty = True
         return lf
 
     def truncate_from(self, index: int) -> Steps:
@@ -304,7 +311,7 @@ class Wal:
         lf.truncate_from(lf.slot_ge(index))
         if lf.data_key is not None:
             lf.sealed = True  # new data must not reuse this file's keystream
-        self.dirty.add(lf)
+        self._dirty.add(lf)
         if lf.count == 0 and lf.sealed:
             self.files.pop()
             yield self._forget([lf])
@@ -331,12 +338,11 @@ class Wal:
         del self.files[:pos]
         yield self._forget(dead)
 
-    def discard_all_but_new_file(self) -> Generator[SyncStep, None, LogFile]:
+    def start_fresh_file(self) -> Generator[SyncStep, None, LogFile]:
         """Start a fresh current file for a log that a snapshot discards (its header sync is yielded); the old
         files stay until ``drop_older_than`` (after the snapshot is committed in wal.meta)."""
         lf = self._create_file()
-        fs = self.fs
-        yield lambda: fs.fdatasync(lf.fd)
+        yield from self._sync_files([lf])
         return lf
 
     def drop_older_than(self, fid: int) -> Steps:
@@ -345,54 +351,69 @@ class Wal:
         if dead:
             yield self._forget(dead)
 
-    def _forget(self, dead: list[LogFile]) -> SyncStep:
+    def _forget(self, dead: list[LogFile]) -> Unlink:
         """Close files already taken out of ``files``; the step unlinks them in the given order (slow for big
         files, so it is a step: the asyncio writer runs it off the loop)."""
         for lf in dead:
-            self.dirty.discard(lf)
+            self._dirty.discard(lf)
             lf.close()
-        self.dir_dirty = True
-        fs, paths = self.fs, [lf.path for lf in dead]
+        self._dir_dirty = True
+        return Unlink(self.fs, [lf.path for lf in dead])
 
-        def step() -> None:
-            for path in paths:
-                fs.unlink(path)
-
-        return step
-
-    def drop_data_until(self, index: int, durable: bool) -> Steps:
-        """truncate_entries_until: drop the data of Normal entries below ``index``. With ``durable`` the marks
-        are synced (a yielded step) before any length is zeroed."""
+    def drop_data_until(self, index: int) -> Steps:
+        """truncate_entries_until: drop the data of Normal entries below ``index``. Each record first gets the
+        dropped-data mark in its slot, which is synced before any length is zeroed, with or without durability:
+        a length that reached the disk before its mark would fail its record check."""
         touched: list[tuple[LogFile, int]] = []
         for lf in self.files:
             for s in range(lf.count):
-                if lf._index_at(s) >= index:
+                if lf.index_at(s) >= index:
                     break
                 if lf.drop_data(s):
                     touched.append((lf, s))
-        files = {lf for lf, _ in touched}
-        if durable and files:
-            fs, fds = self.fs, [lf.fd for lf in files]
-
-            def step() -> None:
-                for fd in fds:
-                    fs.fdatasync(fd)
-
-            yield step
+        files = list(dict.fromkeys(lf for lf, _ in touched))
+        self._dirty.update(files)
+        yield from self._sync_files(files)
         for lf, s in touched:
             lf.zero_length(s)
             if lf.data_key is not None and s == lf.count - 1:
                 lf.sealed = True
-        self.dirty.update(files)
+        self._dirty.update(files)
 
-    def sync(self) -> None:
-        """fdatasync every file written since the last sync, then the directory if files came or went."""
-        for lf in list(self.dirty):
-            self.fs.fdatasync(lf.fd)
-            self.dirty.discard(lf)
-        if self.dir_dirty:
-            self.fs.fsync_dir(self.dir)
-            self.dir_dirty = False
+    # --- syncing ----------------------------------------------------------------------------------------------
+    def sync_steps(self) -> Steps:
+        """One ``FdSync`` over every file written since the last sync, and the directory if files came or went.
+        The tracking is cleared only after the step ran: a failed sync leaves the files to be synced."""
+        files = list(self._dirty)
+        dir_dirty = self._dir_dirty
+        if not files and not dir_dirty:
+            return
+        yield FdSync(self.fs, [lf.fd for lf in files], self.dir if dir_dirty else None)
+        self._dirty.difference_update(files)
+        if dir_dirty:
+            self._dir_dirty = False
+
+    def dir_sync_steps(self) -> Steps:
+        """A sync of the directory alone, if files came or went since the last one."""
+        if self._dir_dirty:
+            yield FdSync(self.fs, [], self.dir)
+            self._dir_dirty = False
+
+    def sync_all_steps(self) -> Steps:
+        """A sync of every live file, written by this process or not (to start a durable mark in a directory that
+        has none), and of the directory."""
+        yield FdSync(self.fs, [lf.fd for lf in self.files], self.dir)
+        self._dirty.clear()
+        self._dir_dirty = False
+
+    def _sync_files(self, files: Sequence[LogFile]) -> Steps:
+        if files:
+            yield FdSync(self.fs, [lf.fd for lf in files])
+            self._dirty.difference_update(files)
+
+    @property
+    def written_since_sync(self) -> bool:
+        return bool(self._dirty) or self._dir_dirty
 
     def close(self) -> None:
         for lf in self.files:
