@@ -2,7 +2,8 @@
 
 Each test of the suites in ``BOTH_PATHS`` is parametrized by the ``aiowal_path`` fixture, with the ids
 ``c-accelerator`` and ``pure-python``; on the pure-Python path the names of ``aiowal.speedups`` are None, and
-``AIOWAL_PURE_PYTHON=1`` reaches the child processes. A test of the C accelerator itself is marked
+``AIOWAL_PURE_PYTHON=1`` reaches the child processes. The pure-Python run of ``PURE_PYTHON_IN_SOAK`` is marked
+``soak``: ``make soak`` runs it, ``make test`` does not. A test of the C accelerator itself is marked
 ``c_accelerator`` (``c_accelerator("sync_worker")``: of that part of it): it runs on that path only. Tests of the C
 path skip (never fail) when the accelerator, or that part, is not built or ``AIOWAL_PURE_PYTHON`` is set.
 ``--aiowal-path`` picks one path.
@@ -30,6 +31,9 @@ BOTH_PATHS = [
     HERE / "crash",
     HERE / "test_both_paths.py",
 ]
+# Their pure-Python run only in make soak (marked soak): one run takes minutes, and the C run already covers
+# encrypted files, which always take the Python paths. Where the accelerator is not built, make test runs it.
+PURE_PYTHON_IN_SOAK = [HERE / "crash" / "test_corruption_fuzz.py"]
 
 # What the accelerator put in aiowal.speedups at import (all None when it is not built or AIOWAL_PURE_PYTHON is set).
 ACCELERATED = {name: getattr(speedups, name) for name in ("pack", "read", "entries_ok", "sync_worker")}
@@ -64,18 +68,21 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"aiowal C accelerator: {state}; storage suites on: {config.getoption('--aiowal-path')}"
 
 
-def _on_both_paths(path: Path) -> bool:
-    return any(path == p or p in path.parents for p in BOTH_PATHS)
+def _under(path: Path, roots: list[Path]) -> bool:
+    return any(path == p or p in path.parents for p in roots)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if not _on_both_paths(Path(metafunc.definition.path)):
+    where = Path(metafunc.definition.path)
+    if not _under(where, BOTH_PATHS):
         return
     chosen = metafunc.config.getoption("--aiowal-path")
     paths = [p for p in (C_ACCELERATOR, PURE_PYTHON) if chosen in ("both", p)]
     if metafunc.definition.get_closest_marker("c_accelerator") is not None:
         paths = [p for p in paths if p == C_ACCELERATOR]  # none: pytest reports the test skipped
-    metafunc.parametrize("aiowal_path", paths, indirect=True)
+    soak = BUILT and _under(where, PURE_PYTHON_IN_SOAK)
+    params = [pytest.param(p, id=p, marks=[pytest.mark.soak] if soak and p == PURE_PYTHON else []) for p in paths]
+    metafunc.parametrize("aiowal_path", params, indirect=True)
 
 
 @pytest.fixture(autouse=True)
