@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
-import types
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ from fixtures import CASES, extract, key_of
 from rich.progress import Progress
 
 from aiowal import DiskStorage, MetaInfo, cli, raftpb
+from aiowal.cli import dump as dump_cmd
+from aiowal.cli import verify as verify_cmd
 from aiowal.format import DATA_START, HARD_STATE_OFFSET, SLOT_SIZE
 from aiowal.logfile import LogFile
 
@@ -244,7 +247,7 @@ def test_dump_streams_in_bounded_chunks(
     d = tmp_path / "wal"
     with DiskStorage.open(d) as st:
         st.save(entries=[ent(i, data=bytes([i % 251]) * 1000) for i in range(1, 501)])
-    monkeypatch.setattr(cli, "DUMP_CHUNK_BYTES", 16 << 10)
+    monkeypatch.setattr(dump_cmd, "READ_CHUNK_BYTES", 16 << 10)
     calls: list[tuple[int, int, int | None, int]] = []
     real = DiskStorage.entries
 
@@ -269,6 +272,126 @@ def test_dump_of_an_empty_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert out.splitlines()[1] == "(no entries)"
     code, out, _ = run_cli(capsys, "dump", str(d), "--json")
     assert (code, out) == (0, "")
+
+
+class RecordingStdout(io.RawIOBase):
+    """A stdout that keeps every write, or takes only ``room`` bytes in all and then returns 0 (nothing written)."""
+
+    def __init__(self, room: int | None = None) -> None:
+        self.data = bytearray()
+        self.writes: list[int] = []
+        self.room = room
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        view = memoryview(b).cast("B")
+        n = len(view) if self.room is None else min(len(view), self.room - len(self.data))
+        self.data += view[:n]
+        self.writes.append(n)
+        return n
+
+
+def use_stdout(monkeypatch: pytest.MonkeyPatch, raw: RecordingStdout) -> None:
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(raw, encoding="utf-8", write_through=True))
+
+
+@pytest.mark.parametrize("chunk", [3, 4, 30, 31, 1 << 20])
+def test_dump_json_of_a_large_entry_streams_its_data(
+    chunk: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An entry larger than the chunk is encoded and written a piece at a time, and the line is byte for byte the
+    one-shot encoding (pieces cut at a multiple of 3 bytes, so no padding lands inside the base64)."""
+    d = tmp_path / "wal"
+    payloads = [b"", b"ab", os.urandom(1000), os.urandom(1001), os.urandom(1002), b"tail"]
+    with DiskStorage.open(d) as st:
+        st.save(entries=[ent(i, data=p) for i, p in enumerate(payloads, start=1)])
+    monkeypatch.setattr(dump_cmd, "JSON_DATA_CHUNK_BYTES", chunk)
+    raw = RecordingStdout()
+    use_stdout(monkeypatch, raw)
+    assert cli.main(["dump", str(d), "--json"]) == 0
+    with DiskStorage.open(d, read_only=True) as st:
+        expected = "".join(json.dumps(dump_cmd.entry_json(e)) + "\n" for e in st.entries(1, 7))
+    assert raw.data.decode() == expected
+    assert [json.loads(line)["data"] for line in expected.splitlines()] == [
+        base64.b64encode(p).decode() for p in payloads
+    ]
+    step = max(3, chunk // 3 * 3)
+    if step < 1000:
+        assert max(raw.writes) <= max(4 * step // 3, 120)  # no write holds a whole large entry
+        assert len(raw.writes) > 3 * (1000 // step)
+
+
+def test_dump_fails_when_stdout_takes_less_than_it_is_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    d = tmp_path / "wal"
+    with DiskStorage.open(d) as st:
+        st.save(entries=[ent(i, data=bytes(300)) for i in range(1, 11)])
+    for argv in (["dump", str(d), "--json"], ["dump", str(d)]):
+        raw = RecordingStdout(room=700)
+        use_stdout(monkeypatch, raw)
+        err = io.StringIO()
+        monkeypatch.setattr(sys, "stderr", err)
+        assert cli.main(argv) == cli.EXIT_ERROR
+        assert len(raw.data) == 700
+        assert err.getvalue().startswith("aiowal: error: cannot write the output: a write of ")
+
+
+def test_dump_to_a_full_device_exits_non_zero(tmp_path: Path) -> None:
+    d = tmp_path / "wal"
+    with DiskStorage.open(d) as st:
+        st.save(entries=[ent(i, data=os.urandom(5000)) for i in range(1, 101)])
+    with open("/dev/full", "w") as full:
+        r = subprocess.run(
+            [sys.executable, "-m", "aiowal", "dump", str(d), "--json"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert r.returncode == cli.EXIT_ERROR
+    assert r.stderr.splitlines() == ["aiowal: error: cannot write the output: No space left on device"]
+
+
+if os.environ.get("AIOWAL_SOAK"):  # make soak: a real entry over 2 GiB (a few GiB of memory, about a minute)
+
+    @pytest.mark.soak
+    def test_dump_json_of_an_entry_over_2_gib(tmp_path: Path) -> None:
+        """One write of more than 2 GiB to stdout stops at 2 GiB (Linux's limit per write), silently through
+        Python's buffered stream: the line must still come out whole."""
+        d = tmp_path / "wal"
+        data = os.urandom(1 << 20) * 2200
+        size, expected = len(data), hashlib.sha256(data).digest()
+        with DiskStorage.open(d) as st:
+            st.save(entries=[ent(1, data=data), ent(2, data=b"after")])
+        del data
+        out = tmp_path / "dump.jsonl"
+        with open(out, "wb") as fh:
+            r = subprocess.run(
+                [sys.executable, "-m", "aiowal", "dump", str(d), "--json"],
+                stdout=fh,
+                stderr=subprocess.PIPE,
+                timeout=900,
+                check=False,
+            )
+        assert r.returncode == 0, r.stderr
+        shutil.rmtree(d)
+        head = f'{{"index": 1, "term": 1, "type": "EntryNormal", "size": {size}, "data": "'.encode()
+        encoded_len = 4 * -(-size // 3)
+        got = hashlib.sha256()
+        with open(out, "rb") as fh:
+            assert fh.read(len(head)) == head
+            left = encoded_len
+            while left:
+                piece = fh.read(min(left, 4 << 20))  # a multiple of 4 characters: decodes on its own
+                assert piece
+                got.update(base64.b64decode(piece, validate=True))
+                left -= len(piece)
+            rest = fh.read().decode()
+        out.unlink()
+        assert got.digest() == expected
+        assert rest.splitlines() == ['"}', json.dumps(dump_cmd.entry_json(ent(2, data=b"after")))]
 
 
 # --- verify -------------------------------------------------------------------------------------------------------
@@ -327,7 +450,7 @@ def test_verify_reports_broken_slot_order_that_stops_an_open(
         fh.write(struct.pack(">Q", 3))
     code, out, _ = run_cli(capsys, "verify", str(d))
     assert code == cli.EXIT_PROBLEMS
-    assert f"{f1}: offset {6 * SLOT_SIZE}: slot 6 (index 3): index does not follow 6" in out.splitlines()
+    assert out.splitlines()[0].startswith(f"{f1}: offset {6 * SLOT_SIZE}: slot 6 (index 3): index does not follow 6")
     # info cannot open it either: one line naming the file and the offset
     code, out, err = run_cli(capsys, "info", str(d))
     assert_one_line_error(code, out, err, str(f1), f"offset {6 * SLOT_SIZE}")
@@ -340,15 +463,14 @@ def test_verify_reports_a_lost_file(
     (d / "00002.wal").unlink()  # entries 11..20 are gone
     code, out, _ = run_cli(capsys, "verify", str(d))
     assert code == cli.EXIT_PROBLEMS
-    assert out.splitlines()[0] == (
-        f"{d / '00003.wal'}: offset 0: first index 21 leaves a gap after {d / '00001.wal'}'s last 10"
+    assert out.splitlines()[0].startswith(
+        f"{d / '00003.wal'}: offset 0: first entry 21 leaves a gap after {d / '00001.wal'}'s last 10 (entries up"
     )
     assert out.splitlines()[-1] == f"FAILED: 1 problem in {d}"
 
 
-def test_verify_reports_a_torn_tail_that_an_open_would_repair(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_verify_reports_damage_to_a_synced_record(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The last record of a closed directory was synced: damage there is a problem, as open says too."""
     d = make_wal(tmp_path / "wal")
     f = d / "00001.wal"
     _, index, offset, _ = slot(f, 19)
@@ -358,11 +480,41 @@ def test_verify_reports_a_torn_tail_that_an_open_would_repair(
     code, out, _ = run_cli(capsys, "verify", str(d))
     assert code == cli.EXIT_PROBLEMS
     lines = out.splitlines()
-    assert lines[0] == f"{f}: offset {19 * SLOT_SIZE}: slot 19 (index 20): record checksum mismatch (record at offset" \
-        f" {offset})"  # fmt: skip
-    assert any(line.startswith(f"{f}: torn tail") and line.endswith("(a writable open repairs this)") for line in lines)
-    assert any(line.startswith(f"{d / 'wal.meta'}: offset {HARD_STATE_OFFSET}: HardState commit 20") for line in lines)
-    # info reads what a repairing open would keep, and says so, without repairing
+    assert lines[0].startswith(
+        f"{f}: offset {19 * SLOT_SIZE}: slot 19 (index 20): record checksum mismatch (record at offset {offset})"
+    )
+    assert "entries up to 20 were made durable" in lines[0]
+    code, out, err = run_cli(capsys, "info", str(d))
+    assert_one_line_error(code, out, err, str(f), f"offset {19 * SLOT_SIZE}")
+    assert digest(d) == before
+
+
+def test_verify_notes_a_torn_tail_that_an_open_would_repair(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Entries written after the last sync and damaged (as a power cut leaves them): a writable open cuts them, so
+    verify notes it and passes; ``info`` shows what that open keeps, without repairing."""
+    live = tmp_path / "live"
+    st = DiskStorage.open(live, hard_sync=False)
+    st.save(entries=[ent(i) for i in range(1, 11)])
+    st.sync()
+    st.save(raftpb.HardState(term=1, vote=1, commit=20), [ent(i) for i in range(11, 21)])
+    d = tmp_path / "crashed"
+    shutil.copytree(live, d)  # the page cache as a power cut could leave it, durable mark at 10
+    st.close()
+    f = d / "00001.wal"
+    _, index, offset, _ = slot(f, 19)
+    assert index == 20
+    flip_byte(f, offset + 4)
+    before = digest(d)
+    code, out, _ = run_cli(capsys, "verify", str(d))
+    assert code == 0, out
+    lines = out.splitlines()
+    assert any(
+        line.startswith(f"note: a writable open would repair: {f}: offset {19 * SLOT_SIZE}: slot 19 (index 20)")
+        and "torn tail" in line
+        for line in lines
+    )
+    assert any("HardState commit 20 is past the last index 19" in line for line in lines)
+    assert lines[-1] == f"OK: {d}: wal.meta, 1 log file and 19 entries checked"
     code, out, _ = run_cli(capsys, "info", str(d), "--json")
     s = json.loads(out)
     assert (s["last_index"], s["hard_state"]["commit"]) == (19, 19)
@@ -377,7 +529,7 @@ def test_verify_reports_slots_after_the_first_empty_one(tmp_path: Path, capsys: 
         fh.seek(100 * SLOT_SIZE + 16)
         fh.write(struct.pack(">Q", DATA_START))
     code, out, _ = run_cli(capsys, "verify", str(d))
-    assert code == cli.EXIT_PROBLEMS
+    assert code == 0  # past the durable mark (20): a tail a writable open cuts
     assert f"{f}: offset {100 * SLOT_SIZE}: slot 100 is not empty after the first empty slot 20" in out
 
 
@@ -403,11 +555,69 @@ def test_verify_shows_progress_on_long_runs(
         real(self, task, advance)
 
     monkeypatch.setattr(Progress, "advance", spy)
-    monkeypatch.setattr(cli, "PROGRESS_MIN_SLOTS", 100)
-    report = cli.verify_dir(str(d), None, progress=True)
+    monkeypatch.setattr(verify_cmd, "PROGRESS_MIN_SLOTS", 100)
+    report = verify_cmd.verify_dir(str(d), None, progress=True)
     assert report.problems == []
     assert (report.files, report.entries) == (3, 300)
     assert sum(advanced) == 300
+
+
+def damage_records(path: Path, slots: range) -> None:
+    """Flip a payload byte of each record in ``slots``: each fails its checksum."""
+    for s in slots:
+        _, _, offset, _ = slot(path, s)
+        flip_byte(path, offset + 5)
+
+
+def test_verify_caps_the_problems_it_prints_per_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d = rotated_wal(tmp_path / "wal", monkeypatch, n=40, per_file=30)
+    f1 = d / "00001.wal"
+    damage_records(f1, range(25))
+    code, out, _ = run_cli(capsys, "verify", str(d))
+    assert code == cli.EXIT_PROBLEMS
+    lines = out.splitlines()
+    assert len(lines) == verify_cmd.MAX_PROBLEMS_PER_FILE + 2
+    assert all(line.startswith(f"{f1}: offset ") for line in lines[:-2])
+    assert "slot 19 (index 20): record checksum mismatch" in lines[-3]
+    assert lines[-2] == f"... and 5 more problems in {f1}"
+    assert lines[-1] == f"FAILED: 25 problems in {d} (20 shown; --all prints every one)"
+    code, out, _ = run_cli(capsys, "verify", str(d), "--all")
+    assert code == cli.EXIT_PROBLEMS
+    lines = out.splitlines()
+    assert len(lines) == 26
+    assert lines[-1] == f"FAILED: 25 problems in {d}"
+
+
+def test_verify_caps_the_problems_it_prints_in_all(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d = rotated_wal(tmp_path / "wal", monkeypatch, n=25, per_file=10)
+    f1, f2 = d / "00001.wal", d / "00002.wal"
+    damage_records(f1, range(5))
+    damage_records(f2, range(5))
+    monkeypatch.setattr(verify_cmd, "MAX_PROBLEMS_SHOWN", 8)
+    monkeypatch.setattr(verify_cmd, "MAX_PROBLEMS_PER_FILE", 4)
+    code, out, _ = run_cli(capsys, "verify", str(d))
+    assert code == cli.EXIT_PROBLEMS
+    lines = out.splitlines()
+    assert [line.split(": offset ")[0] for line in lines[:8]] == [str(f1)] * 4 + [str(f2)] * 4
+    assert lines[8:] == [
+        f"... and 1 more problem in {f1}",
+        f"... and 1 more problem in {f2}",
+        f"FAILED: 10 problems in {d} (8 shown; --all prints every one)",
+    ]
+
+
+def test_cap_problems_keeps_order_and_counts_what_it_leaves_out() -> None:
+    problems = [f"/w/1.wal: offset {i}: bad" for i in range(5)] + ["no file named", "/w/2.wal: offset 0: bad"]
+    problems += ["another without a file"]
+    shown, omitted = verify_cmd.cap_problems(problems, per_file=2, total=4)
+    assert shown == [*problems[:2], "no file named", "/w/2.wal: offset 0: bad"]
+    assert dict(omitted) == {"/w/1.wal": 3, None: 1}
+    shown, omitted = verify_cmd.cap_problems(problems, per_file=100, total=100)
+    assert (shown, omitted) == (problems, {})
 
 
 # --- encryption ---------------------------------------------------------------------------------------------------
@@ -489,38 +699,3 @@ def test_help_and_version() -> None:
         assert cmd in r.stdout
     r = run_proc("--version")
     assert (r.returncode, r.stdout.strip()) == (0, "aiowal 0.1.0")
-
-
-# --- bench --------------------------------------------------------------------------------------------------------
-def test_bench_without_the_benchmarks_package_is_a_clear_error(tmp_path: Path) -> None:
-    r = run_proc("bench", "--quick", cwd=tmp_path)
-    assert r.returncode == cli.EXIT_ERROR
-    assert r.stderr.splitlines() == [
-        "aiowal: error: aiowal bench needs the benchmarks package of a source checkout: run it from the repository root"
-    ]
-
-
-def test_bench_prints_the_targets(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: list[bool] = []
-
-    def run(quick: bool = False) -> dict[str, Any]:
-        seen.append(quick)
-        return {
-            "targets": [
-                {"figure": "issue2.save.aiowal_vs_sqlite", "value": 3.25, "target": 2, "met": True},
-                {"figure": "issue3.read.p99_ms", "value": 12.0, "limit": 5, "met": False},
-            ],
-            "errors": [],
-        }
-
-    monkeypatch.setitem(sys.modules, "benchmarks", types.SimpleNamespace(run=run))
-    code, out, _ = run_cli(capsys, "bench", "--quick")
-    assert code == 0
-    assert seen == [True]
-    rows = [line.split() for line in out.splitlines()]
-    assert rows[0] == ["figure", "value", "target", "met"]
-    assert rows[1] == ["issue2.save.aiowal_vs_sqlite", "3.25", ">=", "2", "yes"]
-    assert rows[2] == ["issue3.read.p99_ms", "12", "<=", "5", "no"]
-    code, out, _ = run_cli(capsys, "bench", "--json")
-    assert (code, seen[-1]) == (0, False)
-    assert json.loads(out)["targets"][0]["value"] == 3.25

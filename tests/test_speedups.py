@@ -108,6 +108,7 @@ def _reader(image: bytes, batch: list[Entry]) -> LogFile:
     lf.size = len(image)
     lf.path = "image.wal"
     lf.data_key = None
+    lf.key_id = 0
     lf.count = len(batch)
     lf.first, lf.last = batch[0].index, batch[-1].index
     lf.contiguous = True

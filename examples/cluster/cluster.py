@@ -52,6 +52,8 @@ class Cluster:
         self.http = {i: ("127.0.0.1", ports[n + i - 1]) for i in self.ids}
         self.root = root
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        self.routes: dict[int, dict[int, tuple[str, int]]] = {}
+        """Where node i reaches node j when not at j's Raft address (a proxy, say): routes[i][j]; set before start."""
 
     def url(self, i: int, path: str) -> str:
         host, port = self.http[i]
@@ -64,6 +66,8 @@ class Cluster:
         cmd = [sys.executable, str(HERE / "kvnode.py"), "--id", str(i), "--dir", str(self.root / f"node{i}")]
         cmd += ["--peers", fmt(self.raft), "--http", fmt(self.http), "--snapshot-every", str(self.snapshot_every)]
         cmd += ["--keep-entries", str(self.keep_entries)]
+        if self.routes.get(i):
+            cmd += ["--connect", fmt(self.routes[i])]
         self.procs[i] = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -77,9 +81,16 @@ class Cluster:
         self.procs[i].wait()
         del self.procs[i]
 
+    def pause(self, i: int) -> None:
+        self.procs[i].send_signal(signal.SIGSTOP)
+
+    def resume(self, i: int) -> None:
+        self.procs[i].send_signal(signal.SIGCONT)
+
     def stop_all(self) -> None:
         for p in self.procs.values():
             p.terminate()
+            p.send_signal(signal.SIGCONT)  # a paused node handles the SIGTERM once it runs again
         for p in self.procs.values():
             try:
                 p.wait(10)

@@ -5,8 +5,12 @@
         --http 1=127.0.0.1:8001,2=127.0.0.1:8002,3=127.0.0.1:8003
 
 PUT /kv/KEY (body: value), DELETE /kv/KEY and GET /kv/KEY (a linearizable read: a barrier goes through the log
-first) answer on the leader; other nodes answer 503 with the leader's address. GET /status describes the node and
-GET /local dumps its state machine without a barrier (for inspection).
+first) answer on the leader; other nodes answer 503 with the leader's address, and a 503 always means the request
+was not taken (safe to send elsewhere). 504 means no answer in time: a write may still take effect, or not. GET
+/status describes the node and GET /local dumps its state machine without a barrier (for inspection).
+
+--connect gives the addresses at which this node reaches some peers when they differ from those in --peers (for
+example through a proxy); --peers still says where each node listens.
 """
 
 from __future__ import annotations
@@ -115,7 +119,8 @@ def make_app(node: RaftNode, kv: KVStore, http: dict[int, tuple[str, int]]) -> w
 
 
 async def serve(args: argparse.Namespace) -> None:
-    peers = parse_addrs(args.peers)
+    listen = parse_addrs(args.peers)
+    peers = {**listen, **(parse_addrs(args.connect) if args.connect else {}), args.id: listen[args.id]}
     http = parse_addrs(args.http)
     kv = KVStore()
     storage = await AsyncDiskStorage.open(args.dir, hard_sync=True)
@@ -142,6 +147,7 @@ def main() -> None:
     p.add_argument("--dir", required=True)
     p.add_argument("--peers", required=True, help="raft addresses: 1=host:port,2=host:port,...")
     p.add_argument("--http", required=True, help="HTTP addresses: 1=host:port,2=host:port,...")
+    p.add_argument("--connect", default="", help="where to reach peers, if not at their --peers address: 2=host:port")
     p.add_argument("--snapshot-every", type=int, default=200)
     p.add_argument("--keep-entries", type=int, default=50)
     args = p.parse_args()

@@ -7,13 +7,13 @@ data key encrypted with the master key and the record's own IV.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from aiowal.badgerpb import DataKey
 from aiowal.errors import CorruptionError, EncryptionKeyError
@@ -42,7 +42,18 @@ def check_key(key: bytes | None) -> bytes | None:
 
 def aes_ctr(key: bytes, iv: bytes, data: bytes | memoryview) -> bytes:
     """AES-CTR with a 16-byte initial counter block; the same call encrypts and decrypts."""
-    return Cipher(algorithms.AES(key), modes.CTR(iv)).encryptor().update(data)
+    return _load_aes_ctr()(key, iv, data)
+
+
+@functools.cache
+def _load_aes_ctr() -> Callable[[bytes, bytes, bytes | memoryview], bytes]:
+    """``cryptography`` is imported on the first use only: plain directories never need it."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    def aes_ctr(key: bytes, iv: bytes, data: bytes | memoryview) -> bytes:
+        return Cipher(algorithms.AES(key), modes.CTR(iv)).encryptor().update(data)
+
+    return aes_ctr
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from typing import Any
 from crc32c import crc32c as _crc32c
 
 from aiowal import speedups
-from aiowal.errors import CorruptionError
+from aiowal.errors import CorruptionError, EncryptionKeyError
 from aiowal.format import (
     CRC_HEADER,
     DATA_START,
@@ -374,6 +374,8 @@ class LogFile:
             stop = min(stop, max(s, hi - self.first))  # no slot at or past hi: nothing to test per entry
         if stop <= s:
             return budget
+        if self.key_id and self.data_key is None:
+            raise EncryptionKeyError(f"{self.path}: encrypted, and opened without the key")
         read = speedups.read
         if read is not None and self.data_key is None:
             try:

@@ -15,7 +15,7 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from operator import attrgetter
 from typing import Any, Self
 
@@ -119,10 +119,20 @@ class DiskStorage:
             return cls._open_once(path, master, hard_sync, fs, fs.lock_dir(path))
         if not os.path.isdir(path):
             raise StorageError(f"{path}: no such WAL directory")
-        return cls._open_read_only(path, master, fs)
+        return cls._open_read_only(path, master, fs, keyless=False)
 
     @classmethod
-    def _open_read_only(cls, path: str, master: bytes | None, fs: FS) -> DiskStorage:
+    def open_without_key(cls, path: str | os.PathLike[str], *, fs: FS | None = None) -> DiskStorage:
+        """A read-only open that needs no key: encrypted log files are checked as open checks them (a record's
+        checksum covers its stored bytes) and ``record_problems`` works, but their entries cannot be read
+        (``EncryptionKeyError``). For ``aiowal verify`` without ``--key-file``."""
+        path = _check_path(path)
+        if not os.path.isdir(path):
+            raise StorageError(f"{path}: no such WAL directory")
+        return cls._open_read_only(path, None, fs or DEFAULT_FS, keyless=True)
+
+    @classmethod
+    def _open_read_only(cls, path: str, master: bytes | None, fs: FS, keyless: bool) -> DiskStorage:
         """A read-only open takes no lock, so a writer may change the directory while it reads: a view that does
         not hold together is retried while the directory keeps changing, and reported only once it stands still;
         a view taken while a snapshot switched wal.meta or files came or went is taken again."""
@@ -132,7 +142,7 @@ class DiskStorage:
                 time.sleep(min(0.001 * 2**attempt, 0.05))
             before = _dir_identity(path)
             try:
-                st = cls._open_once(path, master, False, fs, None)
+                st = cls._open_once(path, master, False, fs, None, keyless)
             except (CorruptionError, StorageIOError):
                 if attempt + 1 == _READ_ONLY_ATTEMPTS or _dir_identity(path) == before:
                     raise
@@ -143,7 +153,9 @@ class DiskStorage:
         raise AssertionError("unreachable")  # pragma: no cover
 
     @classmethod
-    def _open_once(cls, path: str, master: bytes | None, hard_sync: bool, fs: FS, lock_fd: int | None) -> DiskStorage:
+    def _open_once(
+        cls, path: str, master: bytes | None, hard_sync: bool, fs: FS, lock_fd: int | None, keyless: bool = False
+    ) -> DiskStorage:
         read_only = lock_fd is None
         meta: Meta | None = None
         wal: Wal | None = None
@@ -178,6 +190,7 @@ class DiskStorage:
                 floor_fid=meta.floor_fid,
                 snapshot_index=meta.snapshot_index,
                 durable_index=meta.durable_index,
+                keyless=keyless,
             )
             st = cls(path, meta, wal, lock_fd, fs, hard_sync)
             st._recover()
@@ -437,12 +450,17 @@ class DiskStorage:
                 )
             return out
 
-    def record_problems(self) -> list[str]:
+    def record_problems(self, progress: Callable[[int], None] | None = None) -> list[str]:
         """Every record whose bounds or checksum are wrong, in every log file (``aiowal verify``'s deep check;
-        open checks only the files a crash can have torn)."""
+        open checks only the files a crash can have torn). ``progress`` is told each file's entry count."""
         with self._mutex:
             self._check_open()
-            return [p for lf in self._wal.files for p in lf.record_problems()]
+            out = []
+            for lf in self._wal.files:
+                out.extend(lf.record_problems())
+                if progress is not None:
+                    progress(lf.count)
+            return out
 
     # --- saves ------------------------------------------------------------------------------------------------
     def save(

@@ -28,8 +28,16 @@ log = logging.getLogger(__name__)
 class Wal:
     """Log files sorted by first index (``files[-1]`` is current) and the files written since the last sync."""
 
-    def __init__(self, fs: FS, directory: str, writable: bool, registry: Callable[[], KeyRegistry] | None) -> None:
+    def __init__(
+        self,
+        fs: FS,
+        directory: str,
+        writable: bool,
+        registry: Callable[[], KeyRegistry] | None,
+        keyless: bool = False,
+    ) -> None:
         self.fs = fs
+        self._keyless = keyless  # read-only, no key: encrypted files are checked but not decrypted
         self.dir = directory
         self.writable = writable
         self._registry = registry  # None: no encryption key was given
@@ -53,10 +61,11 @@ class Wal:
         floor_fid: int,
         snapshot_index: int,
         durable_index: int | None,
+        keyless: bool = False,
     ) -> Wal:
         """Open the log files of ``directory``, applying the recovery rule (``recovery``); a writable open makes
         its repairs durable, a read-only one only shows what they would keep."""
-        wal = cls(fs, directory, writable, registry)
+        wal = cls(fs, directory, writable, registry, keyless)
         try:
             wal._discover(floor_fid, snapshot_index, durable_index)
         except BaseException:
@@ -160,6 +169,9 @@ class Wal:
         registry_path = os.path.join(self.dir, KEY_REGISTRY_NAME)
         where = f"{lf.path}: offset {ENC_OFFSET}"
         if self._registry is None:
+            if self._keyless:
+                lf.key_id = key_id
+                return
             if not self.fs.exists(registry_path):
                 raise CorruptionError(
                     f"{where}: key id {key_id} in the encryption header, but the directory has no {KEY_REGISTRY_NAME}:"
