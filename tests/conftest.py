@@ -27,7 +27,9 @@ BOTH_PATHS = [
     HERE / "test_storage_contract.py",
     HERE / "test_dgraph_fixtures.py",
     HERE / "test_bad_input.py",
+    HERE / "test_save_rules.py",
     HERE / "test_aio.py",
+    HERE / "test_aio_misuse.py",
     HERE / "crash",
     HERE / "test_both_paths.py",
 ]
