@@ -166,9 +166,10 @@ async def run_rounds(
 
 
 # --- checking a recovered directory ---------------------------------------------------------------------------
-def _misfit(o: Observed, acked: Model, m: Model) -> str | None:
+def _misfit(o: Observed, acked: Model, m: Model, cut_from: int | None) -> str | None:
     """Why the recovered log and snapshot are not a prefix of ``m`` keeping the acknowledged entries (None: they
-    are)."""
+    are). ``cut_from``: where the op after ``m`` overwrites the log, if it does; its cut may be part done, so the
+    entries from there on may be missing."""
     if o.snap != m.snap:
         return f"snapshot {o.snap.index}/{o.snap.term} is not {m.snap.index}/{m.snap.term}"
     if o.first != m.first_index():
@@ -178,19 +179,26 @@ def _misfit(o: Observed, acked: Model, m: Model) -> str | None:
         if o.log.get(i) != want:
             got = o.log[i].short() if i in o.log else "nothing"
             return f"entry {i} is {got}, not {want.short() if want else 'absent'}"
-    lost = [i for i, e in sorted(acked.log.items()) if i > o.snap.index and i > o.last and m.log.get(i) == e]
+    lost = [
+        i
+        for i, e in sorted(acked.log.items())
+        if i > o.snap.index and i > o.last and m.log.get(i) == e and (cut_from is None or i < cut_from)
+    ]
     if lost:
         return f"acknowledged entries {lost[:8]} missing (log ends at {o.last})"
     return None
 
 
-def check_concurrent(o: Observed, models: Sequence[Model], p: int, q: int) -> list[str]:
+def check_concurrent(o: Observed, models: Sequence[Model], ops: Sequence[Op], p: int, q: int) -> list[str]:
     """The invariants for a directory recovered from a crash after op ``p`` was acknowledged while ops ``p+1..q``
-    were called and not yet acknowledged."""
+    were called and not yet acknowledged (``models[k]``: the state after ``ops[k]``)."""
     out = list(o.problems)
     acked = models[p]
     candidates = models[p : q + 1]
-    misfits = [_misfit(o, acked, m) for m in candidates]
+    cuts = [
+        models[j].overwrite_point(ops[j + 1]) if j < q and ops[j + 1].snap is None else None for j in range(p, q + 1)
+    ]
+    misfits = [_misfit(o, acked, m, cut) for m, cut in zip(candidates, cuts, strict=True)]
     if all(misfits):
         garbage = [
             i for i, e in sorted(o.log.items()) if all(m.log.get(i) != e for m in candidates)

@@ -94,7 +94,7 @@ def test_no_save_acknowledged_after_a_failed_sync(scratch: Path, loop: str, last
         sd = str(scratch / f"state{nth}")
         disk.state(None, "durable").materialize(sd)
         with DiskStorage.open(sd) as st:
-            problems = check_concurrent(observe(st), source.models, p, len(source.ops) - 1)
+            problems = check_concurrent(observe(st), source.models, source.ops, p, len(source.ops) - 1)
         assert not problems, f"fdatasync #{nth} failed, outcomes {results}: {problems}"
         shutil.rmtree(sd)
         shutil.rmtree(d)

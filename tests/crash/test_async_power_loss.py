@@ -44,8 +44,11 @@ async def _write_after_recovery(directory: str, key: bytes | None, o: Observed) 
     recovered log, with nothing else changed."""
     term = max(o.hs[0], o.log[o.last].term if o.last in o.log else o.snap.term, 1)
     e = Entry(term=term, index=o.last + 1, data=b"after the crash %d" % o.last)
-    async with AsyncDiskStorage.open(directory, key=key) as st:
+    st = await AsyncDiskStorage.open(directory, key=key, hard_sync=True)
+    try:
         await st.save(entries=[e])
+    finally:
+        await st.close()
     with DiskStorage.open(directory, key=key, read_only=True) as st:
         o2 = observe(st)
     want = {**o.log, e.index: Ent(e.term, 0, e.data)}
@@ -68,7 +71,7 @@ class Simulator:
         self.seen: set[tuple[bytes, int, int]] = set()
         self._n = 0
 
-    def check(self, state: CrashState, models: list[Model], p: int, q: int, context: str) -> None:
+    def check(self, state: CrashState, run: AsyncRun, p: int, q: int, context: str) -> None:
         self._n += 1
         d = str(self.root / f"state{self._n}")
         state.materialize(d)
@@ -79,13 +82,13 @@ class Simulator:
             except Exception as exc:
                 self._fail(context, state, [f"open/read raised {type(exc).__name__}: {exc}"])
                 return
-            problems = check_concurrent(o, models, p, q)
+            problems = check_concurrent(o, run.models, run.ops, p, q)
             if not problems and self._n % self.post_every == 0:
                 problems = run_loop(self.loop, lambda: _write_after_recovery(d, self.key, o))
             if problems:
                 self._fail(context, state, problems)
             else:
-                self.stats.acked_checked += sum(1 for i in models[p].log if i in o.log)
+                self.stats.acked_checked += sum(1 for i in run.models[p].log if i in o.log)
         finally:
             shutil.rmtree(d, ignore_errors=True)
         self.stats.states += 1
@@ -95,14 +98,14 @@ class Simulator:
         files = {n: c.size for n, c in sorted(state.files.items())}
         self.stats.failures.append(f"{context}: {problems} (files {files}, pending applied {state.pending_applied})")
 
-    def states_at(self, disk: Disk, models: list[Model], p: int, q: int, modes: list[str], where: str) -> None:
+    def states_at(self, disk: Disk, run: AsyncRun, p: int, q: int, modes: list[str], where: str) -> None:
         for mode in modes:
             state = disk.state(self.rng, mode)
             key = (state.digest(), p, q)
             if key in self.seen:
                 continue
             self.seen.add(key)
-            self.check(state, models, p, q, f"{where}, ops {p + 1}..{q} in flight, {mode}")
+            self.check(state, run, p, q, f"{where}, ops {p + 1}..{q} in flight, {mode}")
 
     def run(self, run: AsyncRun, fs: RecordingFS, directory: str, samples: int, label: str) -> None:
         """Crash at every point of the trace: after each fs call (all kinds of state) and after each
@@ -119,7 +122,7 @@ class Simulator:
             else:
                 disk.apply(c)
                 modes = ["durable", "all"] + ["subset", "torn"] * samples if disk.n_pending() else ["durable"]
-            self.states_at(disk, run.models, p, q, modes, f"{label} call {k} ({c.kind} {os.path.basename(c.path)})")
+            self.states_at(disk, run, p, q, modes, f"{label} call {k} ({c.kind} {os.path.basename(c.path)})")
 
 
 # (label, loop, encrypted, seed, rounds, ops per caller, entries per log file)
@@ -153,11 +156,16 @@ def async_power_loss(
         sim = Simulator(states_dir, key, random.Random(seed), loop)
         sim.run(run, fs, live, samples=2 if SOAK else 1, label=label)
     st = sim.stats
+    loop_thread = threading.current_thread().name
+    worker_syncs = sum(1 for c in fs.calls if c.kind == "sync" and c.how == "fdatasync" and c.thread == loop_thread)
+    report("async power-loss crash states", st.states, time.monotonic() - t0)
+    report("async power-loss crash states (of which torn)", st.torn_states, 0)
+    report("async power-loss acknowledged entries checked", st.acked_checked, 0)
+    report("async power-loss fdatasyncs by the C sync worker", worker_syncs, 0)
+    assert not st.failures, f"{len(st.failures)} bad crash states, first ones:\n" + "\n".join(st.failures[:8])
     # The production sync path was inside what was crashed: the C worker ran the plain fdatasync steps (it reports
     # them on the loop thread) whenever the accelerator is there.
     has_worker = speedups.sync_worker is not None
-    loop_thread = threading.current_thread().name
-    worker_syncs = sum(1 for c in fs.calls if c.kind == "sync" and c.how == "fdatasync" and c.thread == loop_thread)
     assert workers == [has_worker] * rounds
     assert (worker_syncs > 0) == has_worker, (worker_syncs, has_worker)
     # The workload did what it is meant to exercise.
@@ -168,11 +176,6 @@ def async_power_loss(
     assert all(16 <= n <= 64 for n in run.callers) and run.max_batch >= 8, (run.callers, run.max_batch)
     assert {"create", "write", "truncate", "sync", "dirsync", "rename", "unlink"} <= {c.kind for c in fs.calls}
     assert st.torn_states > 0
-    report("async power-loss crash states", st.states, time.monotonic() - t0)
-    report("async power-loss crash states (of which torn)", st.torn_states, 0)
-    report("async power-loss acknowledged entries checked", st.acked_checked, 0)
-    report("async power-loss fdatasyncs by the C sync worker", worker_syncs, 0)
-    assert not st.failures, f"{len(st.failures)} bad crash states, first ones:\n" + "\n".join(st.failures[:8])
     return st
 
 
@@ -267,7 +270,7 @@ def test_snapshot_through_save_behind_unsynced_appends(scratch: Path, loop: str,
             state.materialize(d)
             try:
                 with DiskStorage.open(d, key=key) as st:
-                    found = check_concurrent(observe(st), source.models, p, q)
+                    found = check_concurrent(observe(st), source.models, source.ops, p, q)
             except Exception as exc:
                 found = [f"open/read raised {type(exc).__name__}: {exc}"]
             problems += [f"call {k} ({c.kind} {os.path.basename(c.path)}), {mode}: {x}" for x in found]
