@@ -740,14 +740,24 @@ def _check_info(info: object) -> MetaInfo:
 
 def _dir_identity(path: str) -> tuple[object, ...]:
     """What a writer changes under a reader: wal.meta's inode (a snapshot switch renames a new one in), the log
-    files' names and inodes, then wal.meta's size and modification time (any write to it)."""
+    files' names and inodes, then wal.meta's size and modification time (any write to it). A file that cannot be
+    stat'ed counts as absent (None), so that a directory that stands still keeps one identity."""
     try:
         names = sorted(n for n in os.listdir(path) if n.endswith(".wal"))
-        st = os.stat(os.path.join(path, META_NAME))
-        logs = tuple((n, os.stat(os.path.join(path, n)).st_ino) for n in names)
     except OSError:
         return ("changing", time.monotonic())
+    st = _stat(os.path.join(path, META_NAME))
+    logs = tuple((n, getattr(_stat(os.path.join(path, n)), "st_ino", None)) for n in names)
+    if st is None:
+        return None, logs, None, None
     return st.st_ino, logs, st.st_size, st.st_mtime_ns
+
+
+def _stat(path: str) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except OSError:
+        return None
 
 
 def _check_entries(ents: Sequence[Entry]) -> None:

@@ -16,7 +16,7 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TextIO
 
 import uvloop
 from crashmodel import Model, Observed, Op, compare_exact, gen_op, observe, reported_hs, to_entries, to_snapshot
@@ -100,6 +100,21 @@ class MarkTrace(Trace):
 
     def acked(self, k: int) -> None:
         self.fs.mark("ack", k)
+
+
+class LineTrace(Trace):
+    """``C k`` / ``A k`` lines, flushed one by one (a killed child's parent reads them from a pipe)."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+
+    def called(self, k: int) -> None:
+        self.out.write(f"C {k}\n")
+        self.out.flush()
+
+    def acked(self, k: int) -> None:
+        self.out.write(f"A {k}\n")
+        self.out.flush()
 
 
 async def caller(st: AsyncDiskStorage, source: OpSource, trace: Trace, n_ops: int, rng: random.Random) -> None:
@@ -200,10 +215,10 @@ def check_concurrent(o: Observed, models: Sequence[Model], ops: Sequence[Op], p:
     ]
     misfits = [_misfit(o, acked, m, cut) for m, cut in zip(candidates, cuts, strict=True)]
     if all(misfits):
-        garbage = [
-            i for i, e in sorted(o.log.items()) if all(m.log.get(i) != e for m in candidates)
-        ]  # bytes no caller wrote there
-        what = f"garbage at {garbage[:8]}; " if garbage else ""
+        stray = [i for i, e in sorted(o.log.items()) if all(m.log.get(i) != e for m in candidates)]
+        what = (
+            f"entries {stray[:8]} hold what no state of ops {p}..{q} holds there (garbage or lost); " if stray else ""
+        )
         out.append(
             f"{what}no state of ops {p}..{q} explains the log: {misfits[0]} (acknowledged); {misfits[-1]} (last)"
         )
