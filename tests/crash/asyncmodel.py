@@ -7,7 +7,9 @@ sequence drawn from a seed, whichever task calls which. The writer applies them 
 acknowledged when its caller's ``await`` returns; every op before an acknowledged one is durable too (the writer
 commits in call order). A crash with ops ``P+1..Q`` called but not acknowledged may leave any state the storage
 passes through while applying them: the check asks for one model ``models[j]``, ``P <= j <= Q``, of which the
-recovered log is a prefix, with every acknowledged entry that ``models[j]`` keeps present.
+recovered log is a prefix, with every acknowledged entry that ``models[j]`` keeps present, except those that op
+``j+1`` overwrites (its cut of the old log may be part done, newest files first). Nothing readable may be bytes
+that no such state holds; the HardState and u64 fields must be ones those states allow.
 """
 
 from __future__ import annotations
