@@ -8,6 +8,7 @@ import select
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 SOAK = os.environ.get("AIOWAL_SOAK", "") not in ("", "0")
@@ -48,14 +49,14 @@ def read_until_ready(proc: subprocess.Popen[bytes], errfile: Path, timeout: floa
     return buf.split(b"ready\n", 1)[1]
 
 
-def read_for(proc: subprocess.Popen[bytes], seconds: float) -> bytes:
-    """What the child writes to stdout in the next ``seconds`` (read as it comes, so that it never blocks on a full
-    pipe)."""
+def read_for(proc: subprocess.Popen[bytes], seconds: float, until: Callable[[bytes], bool] | None = None) -> bytes:
+    """What the child writes to stdout in the next ``seconds``, or until ``until`` holds for what was read (read as
+    it comes, so that the child never blocks on a full pipe)."""
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
     out = b""
     deadline = time.monotonic() + seconds
-    while (left := deadline - time.monotonic()) > 0:
+    while (left := deadline - time.monotonic()) > 0 and not (until is not None and until(out)):
         r, _, _ = select.select([fd], [], [], left)
         if r:
             chunk = os.read(fd, 65536)

@@ -58,7 +58,12 @@ def run_kills(
         errfile = directory.parent / "child.err"
         proc = _spawn(directory, seed, key, loop, callers, hard_sync, errfile)
         out = read_until_ready(proc, errfile)
-        out += read_for(proc, rng.choice((0.0, 0.002, 0.01, 0.05)) if rng.random() < 0.25 else rng.uniform(0.05, 0.4))
+        if rng.random() < 0.25:  # early: while the first batches after the recovery are written
+            out += read_for(proc, rng.choice((0.0, 0.002, 0.01, 0.05)))
+        else:  # once the callers got going (however loaded the machine is), at a random moment after
+            enough = 2 * callers
+            out += read_for(proc, 30.0, until=lambda got: got.count(b"A ") >= enough)  # noqa: B023 (used at once)
+            out += read_for(proc, rng.uniform(0.0, 0.3))
         proc.send_signal(signal.SIGKILL)
         lines = (out + read_rest(proc)).decode().splitlines()
         assert proc.returncode == -signal.SIGKILL, f"child ended by itself ({proc.returncode}): {errfile.read_text()}"
@@ -98,7 +103,7 @@ def async_sigkills(tmp_path: Path, loop: str, encrypted: bool, hard_sync: bool, 
     report("async saves acknowledged by killed processes", acks, 0)
     report("async acknowledged entries checked after SIGKILLs", entries, 0)
     report("async SIGKILLs that left operations in flight (part) done", mid_flight, 0)
-    assert acks > 3 * kills  # the callers got work done between the kills
+    assert acks > kills * 8  # the callers got work done between the kills
 
 
 @pytest.mark.parametrize(("label", "loop", "encrypted", "hard_sync"), KILL_CASES, ids=[c[0] for c in KILL_CASES])
