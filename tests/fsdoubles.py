@@ -129,7 +129,8 @@ class RecordingFS(FS):
         self.calls.append(Call("truncate", path=self.path_of_fd(fd), ino=self._ino_of(fd), size=size))
 
     def synced(self, fd: int) -> None:
-        """A completed fdatasync: ``FS.fdatasync``'s own, or one the ``SyncWorker`` ran (reported on the loop thread)."""
+        """A completed fdatasync: ``FS.fdatasync``'s own, or one the ``SyncWorker`` ran (reported on the loop
+        thread)."""
         self._record_sync(fd, "fdatasync")
 
     def fsync(self, fd: int) -> None:
