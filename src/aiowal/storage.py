@@ -572,23 +572,24 @@ class DiskStorage:
         if plan.entries:
             first = plan.entries[0].index
             if first <= self._wal.last_index():
-                yield from self._overwrite_steps(first, durable)
+                yield from self._overwrite_steps(first)
             yield from self._wal.append_steps(plan.entries, durable)
 
-    def _overwrite_steps(self, first: int, durable: bool) -> Steps:
+    def _overwrite_steps(self, first: int) -> Steps:
         """Before entries from ``first`` on are replaced: the durable mark goes below ``first`` (synced: the new
-        entries are not covered by any sync yet), and with durability the cut is on disk before new data lands,
-        so that a crash never shows old entries after new ones. Later files go first (their deletion synced): the
-        cut of the file holding ``first`` can never reach the disk while they are still there, leaving a gap."""
+        entries are not covered by any sync yet), and the cut is on disk before new data lands, with or without
+        durability, so that a crash never shows old entries beside new ones (a log Raft's matching rule would
+        trust). Later files go first (their deletion synced): the cut of the file holding ``first`` can never
+        reach the disk while they are still there, leaving a gap. Overwrites are rare (a new leader's), so the
+        non-durable mode pays these syncs too."""
         mark = self._meta.durable_index
         if mark is not None and first <= mark:
             self._meta.store_hard_state(None, first - 1)
             yield from self._meta_sync_steps()
-        if durable:
-            yield from self._wal.drop_files_after(first)
-            yield from self._wal.sync_steps()
-            yield from self._wal.truncate_from(first)
-            yield from self._wal.sync_steps()
+        yield from self._wal.drop_files_after(first)
+        yield from self._wal.sync_steps()
+        yield from self._wal.truncate_from(first)
+        yield from self._wal.sync_steps()
 
     def commit_steps(self, plans: Sequence[SavePlan]) -> Steps:
         """Make saves whose log part is written durable, in the one order that keeps a crash safe: the log (one
