@@ -768,14 +768,28 @@ def _check_info(info: object) -> MetaInfo:
 def _dir_identity(path: str) -> tuple[object, ...]:
     """What a writer changes under a reader: wal.meta's inode (a snapshot switch renames a new one in), the log
     files' names, inodes and sizes (rotation cuts a file to its data), then wal.meta's size and modification time
-    (any write to it)."""
+    (any write to it). A file that cannot be stat'ed counts as absent (None), so that a directory that stands still
+    keeps one identity."""
     try:
         names = sorted(n for n in os.listdir(path) if n.endswith(".wal"))
-        st = os.stat(os.path.join(path, META_NAME))
-        logs = tuple((n, s.st_ino, s.st_size) for n in names for s in [os.stat(os.path.join(path, n))])
     except OSError:
         return ("changing", time.monotonic())
+    st = _stat(os.path.join(path, META_NAME))
+    logs = tuple(
+        (n, s.st_ino, s.st_size) if s is not None else (n, None, None)
+        for n in names
+        for s in [_stat(os.path.join(path, n))]
+    )
+    if st is None:
+        return None, logs, None, None
     return st.st_ino, logs, st.st_size, st.st_mtime_ns
+
+
+def _stat(path: str) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except OSError:
+        return None
 
 
 def _check_entries(ents: Sequence[Entry]) -> None:

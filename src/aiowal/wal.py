@@ -109,6 +109,10 @@ class Wal:
             self._cut(live, cut, dead)
             live = live[: cut.pos + 1] if cut.keep else live[: cut.pos]
         current = self._current_among(empty, live)
+        if current is not None:
+            current.load(validate_records=False)
+            if current.problem is not None:
+                self._drop_stale_slots(current)
         for lf in empty:
             if lf is not current:
                 dead.append(lf.path)
@@ -161,6 +165,17 @@ class Wal:
         log.warning("%s", msg)
         lf.cut_to(cut.keep)
         self._dirty.add(lf)
+
+    def _drop_stale_slots(self, lf: LogFile) -> None:
+        """The current file has no entry in slot 0 but used slots after it: a later slot write reached the disk and
+        the one of slot 0 did not, so no sync covered either. They are cleared: the next append fills slot 0, and
+        would otherwise bring them back after it."""
+        msg = f"{lf.problem}: a torn tail: a log file with no entry in slot 0 holds none; its slots are cleared"
+        self.repairs.append(msg)
+        if self.writable:
+            log.warning("%s", msg)
+            lf.cut_to(0)
+            self._dirty.add(lf)
 
     def _attach_key(self, lf: LogFile) -> None:
         key_id, base_iv = lf.header_key_id()
