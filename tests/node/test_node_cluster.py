@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from pathlib import Path
+
+from node_harness import free_ports, leader_of
 
 from aiowal import AsyncDiskStorage, DiskStorage
 from aiowal.node import NodeConfig, NotLeaderError, RaftNode
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples" / "cluster"))
-from cluster import free_ports
 
 
 class KV:
@@ -38,17 +36,6 @@ async def start(i: int, peers: dict[int, tuple[str, int]], root: Path, sms: dict
     node = RaftNode(cfg, st, sms[i])
     await node.start()
     return node
-
-
-async def leader_of(nodes: dict[int, RaftNode], timeout: float = 10.0) -> RaftNode:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while loop.time() < end:
-        leaders = [n for n in nodes.values() if n.is_leader]
-        if len(leaders) == 1:
-            return leaders[0]
-        await asyncio.sleep(0.01)
-    raise AssertionError("no single leader elected")
 
 
 async def put(nodes: dict[int, RaftNode], k: str, v: str) -> None:

@@ -28,7 +28,11 @@ from aiowal.raftpb import ConfState, Entry, EntryType, Message, MessageType
 
 log = logging.getLogger(__name__)
 
-_TAG = struct.Struct(">QQ")  # proposer node id, proposal sequence number: prefixed to every proposed payload
+# Prefixed to every proposed payload: the proposer's node id, the term it led in when it took the proposal, and a
+# sequence number of this run. A node proposes only as leader, a term has at most one leader, and a restarted node
+# leads only in terms above the one it saved (which covers every term its earlier runs tagged an entry with), so the
+# tag never repeats: an entry of an earlier run cannot answer a proposal of this one. (No clock, no randomness.)
+_TAG = struct.Struct(">QQQ")
 
 
 class StateMachine(Protocol):
@@ -106,12 +110,12 @@ class RaftNode:
         self.conf_state = ConfState(voters=list(cs.voters) or voters)
         self.transport = Transport(config.node_id, config.peers, self._on_message, on_unreachable=self._on_unreachable)
         self._seq = itertools.count(1)
-        self._waiters: dict[int, asyncio.Future[object]] = {}
+        self._waiters: dict[tuple[int, int], asyncio.Future[object]] = {}  # by (term, seq) of the tag
         self._wake = asyncio.Event()
         # Proposals not yet stepped: ``propose`` queues them and the loop steps them together (one MsgProp, so one
         # MsgApp per follower for all of them).
         self._proposals: list[bytes] = []
-        self._proposal_seqs: list[int] = []
+        self._proposal_keys: list[tuple[int, int]] = []
         # While a leader's save is in flight: the term it leads in, so that new proposals and messages go out at
         # once (``_pump``) instead of after the save.
         self._pump_term: int | None = None
@@ -153,12 +157,12 @@ class RaftNode:
         """Replicate ``data``; returns what the state machine's ``apply`` returned, once applied here."""
         if not self.is_leader:
             raise NotLeaderError(self.leader)
-        seq = next(self._seq)
+        key = (self.rn.raft.term, next(self._seq))
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[object] = loop.create_future()
-        self._waiters[seq] = fut
-        self._proposals.append(_TAG.pack(self.config.node_id, seq) + data)
-        self._proposal_seqs.append(seq)
+        self._waiters[key] = fut
+        self._proposals.append(_TAG.pack(self.config.node_id, *key) + data)
+        self._proposal_keys.append(key)
         self._poke()
         # A timer on the future itself: asyncio.wait_for costs a second future, callbacks and a timer per call,
         # a good part of a proposal's cost when many are in flight.
@@ -167,7 +171,7 @@ class RaftNode:
             return await fut
         finally:
             timer.cancel()
-            self._waiters.pop(seq, None)
+            self._waiters.pop(key, None)
 
     async def read_barrier(self, timeout: float = 5.0) -> None:
         """Linearizable read point: once this returns, the state machine reflects every write acknowledged
@@ -205,8 +209,8 @@ class RaftNode:
         """Step every queued proposal as one MsgProp; fail them all if this node cannot take them."""
         if not self._proposals:
             return
-        data, seqs = self._proposals, self._proposal_seqs
-        self._proposals, self._proposal_seqs = [], []
+        data, keys = self._proposals, self._proposal_keys
+        self._proposals, self._proposal_keys = [], []
         if self.is_leader:
             try:
                 self.rn.propose_many(data)
@@ -214,8 +218,8 @@ class RaftNode:
             except ProposalDroppedError:
                 pass
         lead = self.leader
-        for seq in seqs:
-            fut = self._waiters.get(seq)
+        for key in keys:
+            fut = self._waiters.get(key)
             if fut is not None and not fut.done():
                 fut.set_exception(NotLeaderError(lead))
 
@@ -292,11 +296,11 @@ class RaftNode:
         self.applied = e.index
         if e.type != EntryType.EntryNormal or len(e.data) < _TAG.size:
             return  # the leader's empty entry of a new term, or a configuration change
-        node, seq = _TAG.unpack_from(e.data)
+        node, term, seq = _TAG.unpack_from(e.data)
         data = e.data[_TAG.size :]
         result = self.sm.apply(e.index, data) if data else None
         if node == self.config.node_id:
-            fut = self._waiters.get(seq)
+            fut = self._waiters.get((term, seq))
             if fut is not None and not fut.done():
                 fut.set_result(result)
 
