@@ -87,6 +87,9 @@ def test_three_nodes_survive_leader_loss_and_catch_up(tmp_path: Path) -> None:
         assert all(n.storage.first_index() > old_last + 1 for n in nodes.values())
         nodes[old_id] = await start(old_id, peers, tmp_path, sms)
         await converge_and_stop(nodes, sms, acked, seconds=15)
+        # The counters saw it too: a snapshot sent by the leader and restored by the restarted node.
+        assert nodes[old_id].counters.snapshots_received == 1
+        assert nodes[new.config.node_id].counters.snapshots_sent >= 1
         return old_id, old_last
 
     old_id, old_last = asyncio.run(main())

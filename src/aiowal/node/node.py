@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from aiowal.aio import AsyncDiskStorage
+from aiowal.node.status import FollowerProgress, NodeCounters, NodeStatus
 from aiowal.node.transport import Transport
 from aiowal.raft import Config, ProposalDroppedError, RawNode, Ready, StateType
 from aiowal.raftpb import ConfState, Entry, EntryType, Message, MessageType
@@ -87,7 +88,7 @@ class RaftNode:
         self.config = config
         self.storage = storage
         self.sm = sm
-        _, cs = storage.initial_state()
+        hs, cs = storage.initial_state()
         voters = sorted(config.peers)
         snap = storage.snapshot()
         self.applied = snap.metadata.index
@@ -125,6 +126,8 @@ class RaftNode:
         self._stopped = False
         self.on_leader_change: Callable[[int, int], Awaitable[None] | None] | None = None
         self._last_lead = 0
+        self.counters = NodeCounters()
+        self._commit_seen = hs.commit
 
     # --- lifecycle --------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -153,6 +156,32 @@ class RaftNode:
     def is_leader(self) -> bool:
         return self.rn.raft.state is StateType.LEADER
 
+    def status(self) -> NodeStatus:
+        """Role, term, leader, indexes, members and, on the leader, every other member's progress."""
+        r = self.rn.raft
+        cs = r.conf_state()
+        progress: dict[int, FollowerProgress] = {}
+        if r.state is StateType.LEADER:
+            progress = {
+                id_: FollowerProgress(pr.match, pr.next, pr.state.value, pr.is_learner)
+                for id_, pr in sorted(r.prs.progress.items())
+                if id_ != r.id
+            }
+        return NodeStatus(
+            id=r.id,
+            role=r.state.value,
+            term=r.term,
+            leader=r.lead,
+            commit=r.raft_log.committed,
+            applied=self.applied,
+            last_index=r.raft_log.last_index(),
+            snapshot_index=self._snap_index,
+            voters=sorted(cs.voters),
+            learners=sorted(cs.learners),
+            voters_outgoing=sorted(cs.voters_outgoing),
+            progress=progress,
+        )
+
     async def propose(self, data: bytes, timeout: float = 5.0) -> object:
         """Replicate ``data``; returns what the state machine's ``apply`` returned, once applied here."""
         if not self.is_leader:
@@ -164,11 +193,15 @@ class RaftNode:
         self._proposals.append(_TAG.pack(self.config.node_id, *key) + data)
         self._proposal_keys.append(key)
         self._poke()
+        self.counters.proposals += 1
         # A timer on the future itself: asyncio.wait_for costs a second future, callbacks and a timer per call,
         # a good part of a proposal's cost when many are in flight.
         timer = loop.call_later(timeout, _expire, fut)
         try:
             return await fut
+        except BaseException:
+            self.counters.proposals_failed += 1
+            raise
         finally:
             timer.cancel()
             self._waiters.pop(key, None)
@@ -266,17 +299,23 @@ class RaftNode:
                 await self.storage.save(rd.hard_state, rd.entries, rd.snapshot)
         if not leader:
             self._send(rd.messages)
+        if rd.hard_state is not None and rd.hard_state.commit > self._commit_seen:
+            self.counters.committed += rd.hard_state.commit - self._commit_seen
+            self._commit_seen = rd.hard_state.commit
         if rd.snapshot is not None and rd.snapshot.metadata.index > self.applied:
             self.sm.restore(rd.snapshot.data)
             self.applied = rd.snapshot.metadata.index
             self._snap_index = self.applied
             self.conf_state.CopyFrom(rd.snapshot.metadata.conf_state)
+            self.counters.snapshots_received += 1
         for e in committed:
             self._apply(e)
         self.rn.advance(rd)
         lead = self.leader
         if lead != self._last_lead:
             self._last_lead = lead
+            if lead:
+                self.counters.leader_changes += 1
             if self.on_leader_change is not None:
                 res = self.on_leader_change(self.rn.raft.term, lead)
                 if res is not None:
@@ -287,6 +326,8 @@ class RaftNode:
         for m in msgs:
             sent = self.transport.send(m)
             if m.type == MessageType.MsgSnap:
+                if sent:
+                    self.counters.snapshots_sent += 1
                 # Raft pauses replication to a follower while its snapshot is in flight: say how it went.
                 self.rn.report_snapshot(m.to, failed=not sent)
 
@@ -294,6 +335,7 @@ class RaftNode:
         if e.index <= self.applied:
             return
         self.applied = e.index
+        self.counters.applied += 1
         if e.type != EntryType.EntryNormal or len(e.data) < _TAG.size:
             return  # the leader's empty entry of a new term, or a configuration change
         node, term, seq = _TAG.unpack_from(e.data)
