@@ -1,4 +1,5 @@
-"""What the in-process node tests share: free loopback ports and waiting for a single leader."""
+"""What the node tests share: the example cluster's helpers (processes, ports, HTTP) and waiting for a single
+leader in process."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ from aiowal.node import RaftNode
 CLUSTER = str(Path(__file__).resolve().parents[2] / "examples" / "cluster")
 if CLUSTER not in sys.path:
     sys.path.insert(0, CLUSTER)
-from cluster import free_ports  # noqa: E402
+from cluster import Cluster, free_ports, http  # noqa: E402
 
-__all__ = ["free_ports", "leader_of"]
+__all__ = ["Cluster", "free_ports", "http", "leader_of"]
 
 
 async def leader_of(nodes: Mapping[int, RaftNode], timeout: float = 10.0) -> RaftNode:
