@@ -100,15 +100,7 @@ def main() -> None:
     p.add_argument("--peers", required=True, help="raft addresses: 1=host:port,2=host:port,...")
     p.add_argument("--http", required=True, help="HTTP addresses: 1=host:port,2=host:port,...")
     p.add_argument("--no-batch", action="store_true", help="send each command at once (appendEntriesUseBatch=False)")
-    p.add_argument("--uvloop", action="store_true", help="run on uvloop")
-    args = p.parse_args()
-    if args.uvloop:
-        import uvloop
-
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(serve(args))
-    else:
-        asyncio.run(serve(args))
+    asyncio.run(serve(p.parse_args()))
 
 
 if __name__ == "__main__":

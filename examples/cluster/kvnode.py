@@ -156,16 +156,9 @@ def main() -> None:
     p.add_argument("--connect", default="", help="where to reach peers, if not at their --peers address: 2=host:port")
     p.add_argument("--snapshot-every", type=int, default=200)
     p.add_argument("--keep-entries", type=int, default=50)
-    p.add_argument("--uvloop", action="store_true", help="run on uvloop (pip install uvloop)")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING, format=f"node {args.id}: %(levelname)s %(message)s")
-    if args.uvloop:
-        import uvloop
-
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(serve(args))
-    else:
-        asyncio.run(serve(args))
+    asyncio.run(serve(args))
 
 
 if __name__ == "__main__":
