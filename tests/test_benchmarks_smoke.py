@@ -69,8 +69,11 @@ def test_cluster_benchmark_drives_every_system(doc: dict[str, Any], tmp_path: An
             cpu = section["cpu_us_per_write"][name][str(n)][0]
             assert cpu["leader"] > 0 and cpu["client"] > 0
     assert section["failed_requests"] == dict.fromkeys(systems, 0)
-    storage = section["aiowal_leader_storage"][0]
-    assert storage["entries"] > 0 and storage["commits"] > 0 and storage["entries_per_commit"] >= 1
+    for n in section["levels"]:
+        nodes = section["aiowal_storage"][str(n)][0]
+        assert set(nodes) == {"leader", "follower1", "follower2"}
+        for figures in nodes.values():
+            assert figures["entries_per_commit"] >= 1 and figures["mean_sync_ms"] > 0 and figures["syncs_per_s"] > 0
     out = tmp_path / "cluster.png"
     plot_cluster(doc, str(out))
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

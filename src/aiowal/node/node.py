@@ -3,8 +3,7 @@
 The loop: step the queued proposals (all of them as one MsgProp); take a ``Ready``; a leader sends its messages at
 once (it may send before its own save completes), then ``await storage.save(...)`` with ``hard_sync`` and a follower
 sends only after; committed entries already saved locally are applied before the save, the snapshot and the rest
-after it (proposers get their results from one callback, after the storage's writer has taken the save);
-``advance``. While a leader's save is in flight, new proposals and the leader's new messages go out at once
+after it; ``advance``. While a leader's save is in flight, new proposals and the leader's new messages go out at once
 (``_pump``) rather than waiting for the save. A ticker drives elections and heartbeats. Every ``snapshot_every``
 applied entries the state is serialized, and once ``keep_entries`` more are applied it becomes the stored snapshot
 (``create_snapshot``), so slow followers still find the entries they need in the log.
@@ -123,9 +122,6 @@ class RaftNode:
         self._pump_term: int | None = None
         self._pump_scheduled = False
         self._pending_snapshot: tuple[int, bytes] | None = None
-        # Results of applied proposals, handed to their proposers from one callback (``_answer_later``).
-        self._answers: list[tuple[asyncio.Future[object], object]] = []
-        self._answer_scheduled = False
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
         self.on_leader_change: Callable[[int, int], Awaitable[None] | None] | None = None
@@ -292,7 +288,6 @@ class RaftNode:
                 self._apply(committed[n])
                 n += 1
             committed = committed[n:]
-            self._answer_later()
         if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
             if leader:
                 self._pump_term = self.rn.raft.term
@@ -315,7 +310,6 @@ class RaftNode:
             self.counters.snapshots_received += 1
         for e in committed:
             self._apply(e)
-        self._answer_later()
         self.rn.advance(rd)
         lead = self.leader
         if lead != self._last_lead:
@@ -349,23 +343,7 @@ class RaftNode:
         result = self.sm.apply(e.index, data) if data else None
         if node == self.config.node_id:
             fut = self._waiters.get((term, seq))
-            if fut is not None:
-                self._answers.append((fut, result))
-
-    def _answer_later(self) -> None:
-        """Hand the results applied so far to their proposers from a callback scheduled now, ahead of the save this
-        Ready is about to queue: the callback only sets the futures, so the proposers' tasks run after the storage's
-        writer has taken that save and started its sync, not before it (their replies are written during the
-        sync, off the path to the next one)."""
-        if self._answers and not self._answer_scheduled:
-            self._answer_scheduled = True
-            asyncio.get_running_loop().call_soon(self._answer)
-
-    def _answer(self) -> None:
-        self._answer_scheduled = False
-        answers, self._answers = self._answers, []
-        for fut, result in answers:
-            if not fut.done():
+            if fut is not None and not fut.done():
                 fut.set_result(result)
 
     async def _compact(self) -> None:
