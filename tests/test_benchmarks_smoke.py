@@ -75,6 +75,9 @@ def test_cluster_benchmark_drives_every_system(doc: dict[str, Any], tmp_path: An
         assert set(nodes) == {"leader", "follower1", "follower2"}
         for figures in nodes.values():
             assert figures["entries_per_commit"] >= 1 and figures["mean_sync_ms"] > 0 and figures["syncs_per_s"] > 0
+        # The leader's own share of a write's latency is part of what the client saw.
+        client = section["latency_ms_per_round"]["aiowal"][str(n)][0]
+        assert 0 < nodes["leader"]["mean_proposal_ms"] < client["mean"]
     out = tmp_path / "cluster.png"
     plot_cluster(doc, str(out))
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
