@@ -158,28 +158,25 @@ class RaftNode:
 
     def status(self) -> NodeStatus:
         """Role, term, leader, indexes, members and, on the leader, every other member's progress."""
-        r = self.rn.raft
-        cs = r.conf_state()
-        progress: dict[int, FollowerProgress] = {}
-        if r.state is StateType.LEADER:
-            progress = {
-                id_: FollowerProgress(pr.match, pr.next, pr.state.value, pr.is_learner)
-                for id_, pr in sorted(r.prs.progress.items())
-                if id_ != r.id
-            }
+        st = self.rn.status()
+        cs = st.conf_state
         return NodeStatus(
-            id=r.id,
-            role=r.state.value,
-            term=r.term,
-            leader=r.lead,
-            commit=r.raft_log.committed,
+            id=st.id,
+            role=st.state.value,
+            term=st.term,
+            leader=st.lead,
+            commit=st.commit,
             applied=self.applied,
-            last_index=r.raft_log.last_index(),
+            last_index=st.last_index,
             snapshot_index=self._snap_index,
             voters=sorted(cs.voters),
             learners=sorted(cs.learners),
             voters_outgoing=sorted(cs.voters_outgoing),
-            progress=progress,
+            progress={
+                id_: FollowerProgress(pr.match, pr.next, pr.state.value, pr.is_learner)
+                for id_, pr in sorted(st.progress.items())
+                if id_ != st.id
+            },
         )
 
     async def propose(self, data: bytes, timeout: float = 5.0) -> object:
