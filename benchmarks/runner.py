@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from importlib import metadata
 from typing import Any
 
-from benchmarks import durable, open_scale, raft_cluster, sweep, sync_read, sync_write
+from benchmarks import cluster_http, durable, open_scale, raft_cluster, sweep, sync_read, sync_write
 from benchmarks.common import Config, Scratch, scratch_dir
 
 Section = Callable[[Config, Scratch], dict[str, Any]]
@@ -25,6 +25,7 @@ SECTIONS: list[tuple[str, str, Section]] = [
     ("issue3", "uvloop", durable.run_uvloop),
     ("issue3", "concurrency_sweep", sweep.run),
     ("issue6", "raft_cluster", raft_cluster.run),
+    ("cluster", "processes_http", cluster_http.run),
 ]
 GROUPS = list(dict.fromkeys(group for group, _, _ in SECTIONS))
 

@@ -51,6 +51,36 @@ def test_document_is_json_with_every_section(doc: dict[str, Any]) -> None:
         lag = section["callers_64"]["loop_lag_ms"]["under_load"]
         assert lag["count"] > 0 and 0 <= lag["p99"] <= lag["max"]
     assert "uvloop" in doc["issue3"]["uvloop"]["loop_type"].lower()
+    assert set(doc["cluster"]) == {"processes_http"}
+
+
+def test_cluster_benchmark_drives_every_system(doc: dict[str, Any], tmp_path: Any) -> None:
+    """Every system answered every client count with acknowledged writes, none failed, and the figures plot."""
+    from benchmarks.plot import plot_cluster
+
+    section = doc["cluster"]["processes_http"]
+    systems = {"aiowal", "pysyncobj", "pysyncobj_nobatch"}
+    assert set(section["writes_per_s"]) == set(section["latency_ms"]) == systems
+    for name in systems:
+        for n in section["levels"]:
+            assert section["writes_per_s"][name][str(n)]["median"] > 0
+            lat = section["latency_ms"][name][str(n)]
+            assert lat["count"] > 0 and 0 < lat["p50"] <= lat["p99"]
+            cpu = section["cpu_us_per_write"][name][str(n)][0]
+            assert cpu["client"] > 0 and cpu["leader"] >= 0 and cpu["followers"] >= 0  # (/proc counts 10 ms ticks)
+    assert section["cpu_us_per_write"]["aiowal"][str(max(section["levels"]))][0]["leader"] > 0
+    assert section["failed_requests"] == dict.fromkeys(systems, 0)
+    for n in section["levels"]:
+        nodes = section["aiowal_storage"][str(n)][0]
+        assert set(nodes) == {"leader", "follower1", "follower2"}
+        for figures in nodes.values():
+            assert figures["entries_per_commit"] >= 1 and figures["mean_sync_ms"] > 0 and figures["syncs_per_s"] > 0
+        # The leader's own share of a write's latency is part of what the client saw.
+        client = section["latency_ms_per_round"]["aiowal"][str(n)][0]
+        assert 0 < nodes["leader"]["mean_proposal_ms"] < client["mean"]
+    out = tmp_path / "cluster.png"
+    plot_cluster(doc, str(out))
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_every_figure_is_a_positive_median(doc: dict[str, Any]) -> None:
@@ -89,6 +119,7 @@ def test_targets_are_flattened(doc: dict[str, Any]) -> None:
         "issue3.uvloop.callers_64.loop_lag_p99_ms",
     ):
         assert expected in names
+    assert any(name.startswith("cluster.processes_http.aiowal_vs_pysyncobj_nobatch_") for name in names)
     assert all(isinstance(t["met"], bool) for t in doc["targets"])
 
 

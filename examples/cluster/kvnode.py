@@ -7,7 +7,9 @@
 PUT /kv/KEY (body: value), DELETE /kv/KEY and GET /kv/KEY (a linearizable read: a barrier goes through the log
 first) answer on the leader; other nodes answer 503 with the leader's address, and a 503 always means the request
 was not taken (safe to send elsewhere). 504 means no answer in time: a write may still take effect, or not. GET
-/status describes the node and GET /local dumps its state machine without a barrier (for inspection).
+/status describes the node (``RaftNode.status()``: role, term, indexes, members, followers' progress on the leader),
+GET /metrics gives its figures for Prometheus, and GET /local dumps its state machine without a barrier (for
+inspection).
 
 --connect gives the addresses at which this node reaches some peers when they differ from those in --peers (for
 example through a proxy); --peers still says where each node listens.
@@ -20,8 +22,10 @@ import asyncio
 import json
 import logging
 import signal
+import time
 
 from aiohttp import web
+from kvmetrics import KVMetrics
 
 from aiowal import AsyncDiskStorage
 from aiowal.node import NodeConfig, NotLeaderError, RaftNode
@@ -58,18 +62,24 @@ def parse_addrs(text: str) -> dict[int, tuple[str, int]]:
 
 
 def make_app(node: RaftNode, kv: KVStore, http: dict[int, tuple[str, int]]) -> web.Application:
+    metrics = KVMetrics(node)
+    write_seconds = metrics.proposal_seconds.labels("write")
+    read_seconds = metrics.proposal_seconds.labels("read")
+
     def not_leader() -> web.Response:
         lead = node.leader
         addr = f"{http[lead][0]}:{http[lead][1]}" if lead in http else None
         return web.json_response({"error": "not leader", "leader": lead, "leader_http": addr}, status=503)
 
     async def write(cmd: dict[str, str]) -> web.Response:
+        t0 = time.perf_counter()
         try:
             index = await node.propose(json.dumps(cmd).encode())
         except NotLeaderError:
             return not_leader()
         except TimeoutError:
             return web.json_response({"error": "timeout"}, status=504)
+        write_seconds.observe(time.perf_counter() - t0)
         return web.json_response({"ok": True, "index": index})
 
     async def put(request: web.Request) -> web.Response:
@@ -79,32 +89,27 @@ def make_app(node: RaftNode, kv: KVStore, http: dict[int, tuple[str, int]]) -> w
         return await write({"op": "delete", "key": request.match_info["key"]})
 
     async def get(request: web.Request) -> web.Response:
+        t0 = time.perf_counter()
         try:
             await node.read_barrier()
         except NotLeaderError:
             return not_leader()
         except TimeoutError:
             return web.json_response({"error": "timeout"}, status=504)
+        read_seconds.observe(time.perf_counter() - t0)
         key = request.match_info["key"]
         if key not in kv.data:
             return web.json_response({"error": "not found"}, status=404)
         return web.json_response({"key": key, "value": kv.data[key]})
 
     async def status(request: web.Request) -> web.Response:
-        st = node.storage
-        return web.json_response(
-            {
-                "id": node.config.node_id,
-                "leader": node.leader,
-                "is_leader": node.is_leader,
-                "term": node.rn.raft.term,
-                "applied": node.applied,
-                "first_index": st.first_index(),
-                "last_index": st.last_index(),
-                "snapshot_index": st.snapshot().metadata.index,
-                "keys": len(kv.data),
-            }
-        )
+        st = node.status().to_dict()
+        st.update(is_leader=st["role"] == "leader", first_index=node.storage.first_index(), keys=len(kv.data))
+        return web.json_response(st)
+
+    async def metrics_page(request: web.Request) -> web.Response:
+        body, content_type = metrics.exposition(request.headers.get("Accept", ""))
+        return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def local(request: web.Request) -> web.Response:
         return web.json_response(kv.data)
@@ -114,6 +119,7 @@ def make_app(node: RaftNode, kv: KVStore, http: dict[int, tuple[str, int]]) -> w
     app.router.add_delete("/kv/{key}", delete)
     app.router.add_get("/kv/{key}", get)
     app.router.add_get("/status", status)
+    app.router.add_get("/metrics", metrics_page)
     app.router.add_get("/local", local)
     return app
 

@@ -11,6 +11,8 @@ sync in flight, because the writer holds no lock while it awaits one.
 from __future__ import annotations
 
 import asyncio
+import bisect
+import itertools
 import logging
 import os
 import time
@@ -37,6 +39,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _SAMPLES = 10_000
+# Upper bounds of the histograms that stats() exports (cumulative, like a Prometheus histogram).
+_SYNC_SECONDS_LE = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+_ENTRIES_LE = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 _WORKER_MAX_FDS = 16  # what one SyncWorker request holds
 
 
@@ -68,14 +73,37 @@ _Request = _Save | _Write | _Close
 _Planned = list[tuple[_Save, SavePlan]]
 
 
+class _Histogram:
+    """How many samples fell at or below each bound, and their sum: counts since open, never reset."""
+
+    __slots__ = ("counts", "le", "total")
+
+    def __init__(self, le: tuple[float, ...]) -> None:
+        self.le = le
+        self.counts = [0] * (len(le) + 1)  # the last one: above every bound
+        self.total = 0.0
+
+    def add(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.le, value)] += 1
+        self.total += value
+
+    def export(self) -> dict[str, Any]:
+        """``le`` (upper bounds), ``cumulative`` (samples at or below each), ``count`` (all samples), ``sum``."""
+        cumulative = list(itertools.accumulate(self.counts))
+        return {"le": list(self.le), "cumulative": cumulative[:-1], "count": cumulative[-1], "sum": self.total}
+
+
 @dataclass
 class _Stats:
     saves: int = 0
     entries: int = 0
     batches: int = 0
     syncs: int = 0
+    commits: int = 0
     batch_sizes: deque[int] = field(default_factory=lambda: deque(maxlen=_SAMPLES))
     sync_latencies: deque[float] = field(default_factory=lambda: deque(maxlen=_SAMPLES))
+    sync_seconds: _Histogram = field(default_factory=lambda: _Histogram(_SYNC_SECONDS_LE))
+    entries_per_commit: _Histogram = field(default_factory=lambda: _Histogram(_ENTRIES_LE))
 
 
 def _summary(samples: Iterable[float]) -> dict[str, float]:
@@ -354,9 +382,14 @@ class AsyncDiskStorage:
             return
         stats = self._stats
         stats.saves += len(written)
+        stats.commits += 1
+        entries = 0
         for req, plan in written:
-            stats.entries += len(plan.entries)
+            entries += len(plan.entries)
             resolve(req.future, None)  # (a cancelled caller's save landed anyway)
+        stats.entries += entries
+        if entries:  # (a commit of hard states alone syncs no log)
+            stats.entries_per_commit.add(entries)
 
     async def _drive(self, steps: Steps) -> None:
         """Run a write: its file changes here, each blocking step off the loop."""
@@ -382,8 +415,10 @@ class AsyncDiskStorage:
             self._st.fail(exc)
             raise
         if isinstance(step, FdSync):
+            elapsed = time.perf_counter() - t0
             self._stats.syncs += 1
-            self._stats.sync_latencies.append(time.perf_counter() - t0)
+            self._stats.sync_latencies.append(elapsed)
+            self._stats.sync_seconds.add(elapsed)
 
     def _worker_sync(self, fds: tuple[int, ...]) -> asyncio.Future[None]:
         assert self._worker is not None
@@ -456,7 +491,8 @@ class AsyncDiskStorage:
         return self._st.num_log_files()
 
     def stats(self) -> dict[str, Any]:
-        """Counters since open: saves, entries, bytes, batches, syncs, and batch-size / sync-latency summaries."""
+        """Counters since open: saves, entries, bytes, batches, syncs, commits; batch-size / sync-latency summaries
+        of the last samples; histograms since open of sync durations and of entries per commit."""
         s = self._stats
         lat = _summary(s.sync_latencies)
         return {
@@ -467,6 +503,9 @@ class AsyncDiskStorage:
             "syncs": s.syncs,
             "batch_size": _summary(s.batch_sizes),
             "sync_latency_ms": {k: (v * 1000 if k != "count" else v) for k, v in lat.items()},
+            "commits": s.commits,
+            "sync_seconds": s.sync_seconds.export(),
+            "entries_per_commit": s.entries_per_commit.export(),
             "queued": self._queue.qsize(),
         }
 

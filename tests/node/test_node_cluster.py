@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from pathlib import Path
+
+from node_harness import free_ports, leader_of
 
 from aiowal import AsyncDiskStorage, DiskStorage
 from aiowal.node import NodeConfig, NotLeaderError, RaftNode
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples" / "cluster"))
-from cluster import free_ports
 
 
 class KV:
@@ -38,17 +36,6 @@ async def start(i: int, peers: dict[int, tuple[str, int]], root: Path, sms: dict
     node = RaftNode(cfg, st, sms[i])
     await node.start()
     return node
-
-
-async def leader_of(nodes: dict[int, RaftNode], timeout: float = 10.0) -> RaftNode:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while loop.time() < end:
-        leaders = [n for n in nodes.values() if n.is_leader]
-        if len(leaders) == 1:
-            return leaders[0]
-        await asyncio.sleep(0.01)
-    raise AssertionError("no single leader elected")
 
 
 async def put(nodes: dict[int, RaftNode], k: str, v: str) -> None:
@@ -100,6 +87,9 @@ def test_three_nodes_survive_leader_loss_and_catch_up(tmp_path: Path) -> None:
         assert all(n.storage.first_index() > old_last + 1 for n in nodes.values())
         nodes[old_id] = await start(old_id, peers, tmp_path, sms)
         await converge_and_stop(nodes, sms, acked, seconds=15)
+        # The counters saw it too: a snapshot sent by the leader and restored by the restarted node.
+        assert nodes[old_id].counters.snapshots_received == 1
+        assert nodes[new.config.node_id].counters.snapshots_sent >= 1
         return old_id, old_last
 
     old_id, old_last = asyncio.run(main())

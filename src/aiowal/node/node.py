@@ -22,13 +22,18 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from aiowal.aio import AsyncDiskStorage
+from aiowal.node.status import FollowerProgress, NodeCounters, NodeStatus
 from aiowal.node.transport import Transport
 from aiowal.raft import Config, ProposalDroppedError, RawNode, Ready, StateType
 from aiowal.raftpb import ConfState, Entry, EntryType, Message, MessageType
 
 log = logging.getLogger(__name__)
 
-_TAG = struct.Struct(">QQ")  # proposer node id, proposal sequence number: prefixed to every proposed payload
+# Prefixed to every proposed payload: the proposer's node id, the term it led in when it took the proposal, and a
+# sequence number of this run. A node proposes only as leader, a term has at most one leader, and a restarted node
+# leads only in terms above the one it saved (which covers every term its earlier runs tagged an entry with), so the
+# tag never repeats: an entry of an earlier run cannot answer a proposal of this one. (No clock, no randomness.)
+_TAG = struct.Struct(">QQQ")
 
 
 class StateMachine(Protocol):
@@ -83,7 +88,7 @@ class RaftNode:
         self.config = config
         self.storage = storage
         self.sm = sm
-        _, cs = storage.initial_state()
+        hs, cs = storage.initial_state()
         voters = sorted(config.peers)
         snap = storage.snapshot()
         self.applied = snap.metadata.index
@@ -106,12 +111,12 @@ class RaftNode:
         self.conf_state = ConfState(voters=list(cs.voters) or voters)
         self.transport = Transport(config.node_id, config.peers, self._on_message, on_unreachable=self._on_unreachable)
         self._seq = itertools.count(1)
-        self._waiters: dict[int, asyncio.Future[object]] = {}
+        self._waiters: dict[tuple[int, int], asyncio.Future[object]] = {}  # by (term, seq) of the tag
         self._wake = asyncio.Event()
         # Proposals not yet stepped: ``propose`` queues them and the loop steps them together (one MsgProp, so one
         # MsgApp per follower for all of them).
         self._proposals: list[bytes] = []
-        self._proposal_seqs: list[int] = []
+        self._proposal_keys: list[tuple[int, int]] = []
         # While a leader's save is in flight: the term it leads in, so that new proposals and messages go out at
         # once (``_pump``) instead of after the save.
         self._pump_term: int | None = None
@@ -121,6 +126,8 @@ class RaftNode:
         self._stopped = False
         self.on_leader_change: Callable[[int, int], Awaitable[None] | None] | None = None
         self._last_lead = 0
+        self.counters = NodeCounters()
+        self._commit_seen = hs.commit
 
     # --- lifecycle --------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -149,25 +156,52 @@ class RaftNode:
     def is_leader(self) -> bool:
         return self.rn.raft.state is StateType.LEADER
 
+    def status(self) -> NodeStatus:
+        """Role, term, leader, indexes, members and, on the leader, every other member's progress."""
+        st = self.rn.status()
+        cs = st.conf_state
+        return NodeStatus(
+            id=st.id,
+            role=st.state.value,
+            term=st.term,
+            leader=st.lead,
+            commit=st.commit,
+            applied=self.applied,
+            last_index=st.last_index,
+            snapshot_index=self._snap_index,
+            voters=sorted(cs.voters),
+            learners=sorted(cs.learners),
+            voters_outgoing=sorted(cs.voters_outgoing),
+            progress={
+                id_: FollowerProgress(pr.match, pr.next, pr.state.value, pr.is_learner)
+                for id_, pr in sorted(st.progress.items())
+                if id_ != st.id
+            },
+        )
+
     async def propose(self, data: bytes, timeout: float = 5.0) -> object:
         """Replicate ``data``; returns what the state machine's ``apply`` returned, once applied here."""
         if not self.is_leader:
             raise NotLeaderError(self.leader)
-        seq = next(self._seq)
+        key = (self.rn.raft.term, next(self._seq))
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[object] = loop.create_future()
-        self._waiters[seq] = fut
-        self._proposals.append(_TAG.pack(self.config.node_id, seq) + data)
-        self._proposal_seqs.append(seq)
+        self._waiters[key] = fut
+        self._proposals.append(_TAG.pack(self.config.node_id, *key) + data)
+        self._proposal_keys.append(key)
         self._poke()
+        self.counters.proposals += 1
         # A timer on the future itself: asyncio.wait_for costs a second future, callbacks and a timer per call,
         # a good part of a proposal's cost when many are in flight.
         timer = loop.call_later(timeout, _expire, fut)
         try:
             return await fut
+        except BaseException:
+            self.counters.proposals_failed += 1
+            raise
         finally:
             timer.cancel()
-            self._waiters.pop(seq, None)
+            self._waiters.pop(key, None)
 
     async def read_barrier(self, timeout: float = 5.0) -> None:
         """Linearizable read point: once this returns, the state machine reflects every write acknowledged
@@ -205,8 +239,8 @@ class RaftNode:
         """Step every queued proposal as one MsgProp; fail them all if this node cannot take them."""
         if not self._proposals:
             return
-        data, seqs = self._proposals, self._proposal_seqs
-        self._proposals, self._proposal_seqs = [], []
+        data, keys = self._proposals, self._proposal_keys
+        self._proposals, self._proposal_keys = [], []
         if self.is_leader:
             try:
                 self.rn.propose_many(data)
@@ -214,8 +248,8 @@ class RaftNode:
             except ProposalDroppedError:
                 pass
         lead = self.leader
-        for seq in seqs:
-            fut = self._waiters.get(seq)
+        for key in keys:
+            fut = self._waiters.get(key)
             if fut is not None and not fut.done():
                 fut.set_exception(NotLeaderError(lead))
 
@@ -262,17 +296,23 @@ class RaftNode:
                 await self.storage.save(rd.hard_state, rd.entries, rd.snapshot)
         if not leader:
             self._send(rd.messages)
+        if rd.hard_state is not None and rd.hard_state.commit > self._commit_seen:
+            self.counters.committed += rd.hard_state.commit - self._commit_seen
+            self._commit_seen = rd.hard_state.commit
         if rd.snapshot is not None and rd.snapshot.metadata.index > self.applied:
             self.sm.restore(rd.snapshot.data)
             self.applied = rd.snapshot.metadata.index
             self._snap_index = self.applied
             self.conf_state.CopyFrom(rd.snapshot.metadata.conf_state)
+            self.counters.snapshots_received += 1
         for e in committed:
             self._apply(e)
         self.rn.advance(rd)
         lead = self.leader
         if lead != self._last_lead:
             self._last_lead = lead
+            if lead:
+                self.counters.leader_changes += 1
             if self.on_leader_change is not None:
                 res = self.on_leader_change(self.rn.raft.term, lead)
                 if res is not None:
@@ -283,6 +323,8 @@ class RaftNode:
         for m in msgs:
             sent = self.transport.send(m)
             if m.type == MessageType.MsgSnap:
+                if sent:
+                    self.counters.snapshots_sent += 1
                 # Raft pauses replication to a follower while its snapshot is in flight: say how it went.
                 self.rn.report_snapshot(m.to, failed=not sent)
 
@@ -290,13 +332,14 @@ class RaftNode:
         if e.index <= self.applied:
             return
         self.applied = e.index
+        self.counters.applied += 1
         if e.type != EntryType.EntryNormal or len(e.data) < _TAG.size:
             return  # the leader's empty entry of a new term, or a configuration change
-        node, seq = _TAG.unpack_from(e.data)
+        node, term, seq = _TAG.unpack_from(e.data)
         data = e.data[_TAG.size :]
         result = self.sm.apply(e.index, data) if data else None
         if node == self.config.node_id:
-            fut = self._waiters.get(seq)
+            fut = self._waiters.get((term, seq))
             if fut is not None and not fut.done():
                 fut.set_result(result)
 
