@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes, a few seconds (smoke run)")
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"where to write the JSON (default {DEFAULT_OUT})")
     parser.add_argument(
-        "--only", action="append", metavar="SECTION", help="run only this group or section (issue2, issue3.uvloop)"
+        "--only", action="append", metavar="SECTION", help="run only this group or section (save, durable.uvloop)"
     )
     args = parser.parse_args(argv)
     doc = run(quick=args.quick, log=lambda msg: print(msg, file=sys.stderr, flush=True), only=args.only)

@@ -18,8 +18,8 @@ from typing import Any
 
 from aiowal.raftpb import Entry, EntryNormal
 
-# The floor's record: term, index, type, data length (u64 big-endian each) followed by the data.
-FLOOR_HEADER = struct.Struct(">QQQQ")
+# The minimal loop's record: term, index, type, data length (u64 big-endian each) followed by the data.
+MINIMAL_HEADER = struct.Struct(">QQQQ")
 
 
 @dataclass(frozen=True)
@@ -28,21 +28,22 @@ class Config:
 
     quick: bool
     rounds: int  # interleaved rounds of every comparison (medians are over these)
-    # issue 2: non-durable saves
-    write_batches: int  # batches of 256 x 1 KiB per measurement
+    # non-durable saves
+    write_batches: int  # batches of 256 x 1 KiB per measurement inside one log file
+    write_batches_across: int  # ... and across log files (>= 100,000 entries: several rotations)
     batch_entries: int
     entry_bytes: int
-    # issue 2: reads
+    # reads
     read_log_entries: int
     read_queries: int
     read_span: int
-    # issue 2: open time and heap
+    # open time and heap
     open_small_entries: int
     open_large_entries: int
     open_entry_bytes: int
     open_build_batch: int
     open_target_ms: float
-    # issue 3: durable async
+    # durable async
     small_entry_bytes: int
     durable_seconds: float  # length of one durable measurement
     durable_rounds: int
@@ -58,6 +59,7 @@ class Config:
             quick=False,
             rounds=7,
             write_batches=100,
+            write_batches_across=400,
             batch_entries=256,
             entry_bytes=1024,
             read_log_entries=50_000,
@@ -84,6 +86,7 @@ class Config:
             quick=True,
             rounds=2,
             write_batches=4,
+            write_batches_across=8,
             batch_entries=256,
             entry_bytes=1024,
             read_log_entries=2_000,
@@ -211,9 +214,9 @@ def make_batches(first_index: int, n_batches: int, per_batch: int, data: bytes, 
     return out
 
 
-def pack_floor(entries: Sequence[Entry]) -> bytes:
-    """The floor's bytes for a batch: a 32-byte header and the data of each entry."""
-    pack = FLOOR_HEADER.pack
+def pack_minimal(entries: Sequence[Entry]) -> bytes:
+    """The minimal loop's bytes for a batch: a 32-byte header and the data of each entry."""
+    pack = MINIMAL_HEADER.pack
     return b"".join([pack(e.term, e.index, e.type, len(e.data)) + e.data for e in entries])
 
 

@@ -1,4 +1,4 @@
-"""Issue 2: opening a WAL of 1,000,000 entries takes <= 200 ms (no full scan), and the Python heap after opening does
+"""Opening a WAL of 1,000,000 entries takes <= 200 ms (no full scan), and the Python heap after opening does
 not grow with the size of the log (tracemalloc, 100,000 against 1,000,000 entries).
 
 Both logs are built once per run with ``save`` batches of small entries and closed. Opens are timed with a warm

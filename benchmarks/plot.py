@@ -27,9 +27,9 @@ STYLE = {
 
 
 def plot(doc: dict[str, Any], out: str) -> None:
-    sweep = doc.get("issue3", {}).get("concurrency_sweep")
+    sweep = doc.get("durable", {}).get("concurrency_sweep")
     if sweep is None:
-        raise SystemExit("this run has no concurrency sweep (issue3.concurrency_sweep)")
+        raise SystemExit("this run has no concurrency sweep (durable.concurrency_sweep)")
     if "error" in sweep:
         raise SystemExit(f"the sweep failed in this run: {sweep['error']}")
     fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         doc = json.load(fh)
     drawn = 0
     figures = (
-        ("issue3", "concurrency_sweep", plot, args.out),
+        ("durable", "concurrency_sweep", plot, args.out),
         ("cluster", "processes_http", plot_cluster, args.cluster_out),
     )
     for group, section, draw, out in figures:

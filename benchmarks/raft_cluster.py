@@ -1,4 +1,4 @@
-"""Issue 6: committed writes per second of a 3-node Raft cluster (hard_sync) from 1 and from 64 concurrent
+"""Committed writes per second of a 3-node Raft cluster (hard_sync) from 1 and from 64 concurrent
 clients, with p50/p99 commit latency, against a single-node group, all in one run.
 
 The three nodes run in this process (one event loop, TCP on loopback), so they share one core's GIL: the figures

@@ -18,13 +18,13 @@ from benchmarks.common import Config, Scratch, scratch_dir
 Section = Callable[[Config, Scratch], dict[str, Any]]
 
 SECTIONS: list[tuple[str, str, Section]] = [
-    ("issue2", "save_256x1k", sync_write.run),
-    ("issue2", "entries_100", sync_read.run),
-    ("issue2", "open_and_heap", open_scale.run),
-    ("issue3", "asyncio", durable.run_asyncio),
-    ("issue3", "uvloop", durable.run_uvloop),
-    ("issue3", "concurrency_sweep", sweep.run),
-    ("issue6", "raft_cluster", raft_cluster.run),
+    ("save", "batch_256x1k", sync_write.run),
+    ("read", "entries_100", sync_read.run),
+    ("open", "scale_and_heap", open_scale.run),
+    ("durable", "asyncio", durable.run_asyncio),
+    ("durable", "uvloop", durable.run_uvloop),
+    ("durable", "concurrency_sweep", sweep.run),
+    ("cluster", "in_process", raft_cluster.run),
     ("cluster", "processes_http", cluster_http.run),
 ]
 GROUPS = list(dict.fromkeys(group for group, _, _ in SECTIONS))
@@ -32,7 +32,7 @@ GROUPS = list(dict.fromkeys(group for group, _, _ in SECTIONS))
 
 def run(quick: bool = False, log: Callable[[str], None] | None = None, only: list[str] | None = None) -> dict[str, Any]:
     """Run the benchmarks (``quick``: tiny sizes, a few seconds) and return the JSON-ready document. ``only``
-    keeps the sections whose name (``issue3.uvloop``) or group (``issue3``) is listed."""
+    keeps the sections whose name (``durable.uvloop``) or group (``durable``) is listed."""
     cfg = Config.quick_run() if quick else Config.full()
     say = log or (lambda msg: None)
     doc: dict[str, Any] = {"meta": _meta(cfg), **{group: {} for group in GROUPS}}
@@ -61,7 +61,7 @@ def run(quick: bool = False, log: Callable[[str], None] | None = None, only: lis
 
 
 def _targets(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """Every figure held to a target or a limit, flattened as ``{"figure": "issue2.save_256x1k.aiowal_vs_sqlite",
+    """Every figure held to a target or a limit, flattened as ``{"figure": "save.batch_256x1k.one_file.aiowal_vs_sqlite",
     "value": ..., "target" or "limit": ..., "met": ...}``."""
 
     def walk(node: Any, path: list[str]) -> Iterator[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""Issue 3: durable throughput against the number of concurrent callers (1, 2, 4, ... 256), one 100 B entry per
+"""Durable throughput against the number of concurrent callers (1, 2, 4, ... 256), one 100 B entry per
 operation, for aiowal (asyncio tasks on the default loop, and on uvloop), sqlite3 (one row per transaction, N threads
 each on its own connection) and the plain write + fdatasync loop (N threads writing into one preallocated file).
 

@@ -1,4 +1,4 @@
-"""Issue 2: ``entries(lo, lo + 100)`` at random ``lo`` against the same range select in sqlite3.
+"""``entries(lo, lo + 100)`` at random ``lo`` against the same range select in sqlite3.
 
 Both stores hold the same log of 1 KiB entries (written, closed and reopened, so both read from a warm page cache
 through a freshly opened handle). Every measurement runs the same sequence of random ``lo``.
@@ -90,7 +90,7 @@ def run(cfg: Config, scratch: Scratch) -> dict[str, Any]:
         "throughput": med,
         "entries_per_s": {n: round(m["median"] * span) for n, m in med.items()},
         "ratios": {
-            "aiowal_vs_sqlite_rows": compare(med["aiowal"], med["sqlite_rows"], 1.1),
+            "aiowal_vs_sqlite_rows": compare(med["aiowal"], med["sqlite_rows"], 1.5),
             "aiowal_vs_sqlite_entries": compare(med["aiowal"], med["sqlite_entries"]),
         },
     }

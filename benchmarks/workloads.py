@@ -1,12 +1,15 @@
-"""Durable workloads (issue 3), each run for a fixed time in a fresh directory and returning operations per second.
+"""Durable workloads, each run in a fresh directory and returning operations per second.
 
 - aiowal: ``AsyncDiskStorage(hard_sync=True)``; N asyncio tasks each ``await st.save(entries=[one entry])``, the index
   taken from a shared counter right before the call (so indexes follow call order), or one caller saving batches.
+  With ``prefill``, the log first holds that many entries (written without sync, then closed: synced), so that the
+  measurement starts near the end of a log file and crosses into the next one.
 - plain loop: the floor's packing (32-byte header + data), then a write and ``os.fdatasync`` per operation. By
   default it writes at increasing offsets into a file made 256 MiB long (sparse) up front, as aiowal (and Dgraph)
   do: appending to a growing file (``prealloc=False``, ``O_APPEND``) changes the file size on every write, and on
   ext4 that makes each ``fdatasync`` commit the journal too, so it is about half as fast and would flatter aiowal.
   With N > 1, N threads share one descriptor, each reserving its offset under a lock, then writing and syncing.
+- aiosqlite: one asyncio caller, one row per transaction (``execute`` then ``commit``), WAL, ``synchronous=FULL``.
 - sqlite3: WAL, ``synchronous=FULL``; with N > 1, N threads each on its own connection, each committing its own
   one-row transaction. sqlite admits one writer at a time; the threads queue for it on a ``threading.Lock`` held
   around ``BEGIN IMMEDIATE ... COMMIT``. (Left to sqlite's busy handler, which sleeps 1, 2, 5, 10, ... ms between
@@ -26,8 +29,8 @@ from queue import SimpleQueue
 from typing import Any
 
 from aiowal.raftpb import Entry, EntryNormal
-from benchmarks.common import gc_pauses, make_batches, pack_floor
-from benchmarks.sync_write import SQLITE_INSERT, sqlite_insert_batch, sqlite_open
+from benchmarks.common import gc_pauses, make_batches, pack_minimal
+from benchmarks.sync_write import SQLITE_INSERT, SQLITE_SCHEMA, sqlite_insert_batch, sqlite_open
 
 
 @dataclass
@@ -55,13 +58,30 @@ class BatchPool:
 
 
 # --- aiowal -----------------------------------------------------------------------------------------------------
-async def aiowal_callers(path: str, callers: int, seconds: float, data: bytes, heartbeat_s: float = 0.0) -> Result:
+def prefill(path: str, n: int, data: bytes, batch: int = 1000) -> None:
+    """Write entries 1..n at ``path`` without sync, then close (which syncs them)."""
+    from aiowal import DiskStorage
+
+    with DiskStorage.open(path, hard_sync=False) as st:
+        for first in range(1, n + 1, batch):
+            st.save(
+                entries=[
+                    Entry(term=1, index=i, type=EntryNormal, data=data)
+                    for i in range(first, min(n, first + batch - 1) + 1)
+                ]
+            )
+
+
+async def aiowal_callers(
+    path: str, callers: int, seconds: float, data: bytes, heartbeat_s: float = 0.0, prefilled: int = 0
+) -> Result:
     """``callers`` tasks saving one entry per call until ``seconds`` have passed; with ``heartbeat_s``, a heartbeat
-    task records how late each of its sleeps wakes up (event-loop lag)."""
+    task records how late each of its sleeps wakes up (event-loop lag). ``prefilled``: entries already in the log at
+    ``path`` (see ``prefill``); extra["files"] is how many log files the run ended with."""
     from aiowal import AsyncDiskStorage
 
     st = await AsyncDiskStorage.open(path, hard_sync=True)
-    nxt = 1
+    nxt = prefilled + 1
     done = 0
     last = 0.0
     lags: list[float] = []
@@ -102,9 +122,10 @@ async def aiowal_callers(path: str, callers: int, seconds: float, data: bytes, h
             if hb is not None:
                 await hb
         stats = st.stats()
+        files = st.num_log_files()
     finally:
         await st.close()
-    extra: dict[str, Any] = {"stats": stats}
+    extra: dict[str, Any] = {"stats": stats, "files": files}
     if heartbeat_s:
         extra["lags"] = lags
         extra["lags_own_cpu"] = own
@@ -112,27 +133,46 @@ async def aiowal_callers(path: str, callers: int, seconds: float, data: bytes, h
     return Result(done / (last - start), done, extra)
 
 
-async def aiowal_batches(path: str, pool: BatchPool, seconds: float) -> Result:
-    """One caller saving whole batches until ``seconds`` have passed; ops are entries."""
+async def aiowal_batches(path: str, pool: BatchPool, batches: int) -> Result:
+    """One caller saving ``batches`` whole batches (after one untimed); ops are entries."""
     from aiowal import AsyncDiskStorage
 
     st = await AsyncDiskStorage.open(path, hard_sync=True)
     try:
         await st.save(entries=pool.get(0))
-        k = 1
+        start = time.perf_counter()
+        for k in range(1, batches + 1):
+            await st.save(entries=pool.get(k))
+        elapsed = time.perf_counter() - start
+        stats = st.stats()
+        files = st.num_log_files()
+    finally:
+        await st.close()
+    n = batches * pool.per_batch
+    return Result(n / elapsed, n, {"stats": stats, "files": files})
+
+
+async def aiosqlite_loop(path: str, seconds: float, data: bytes) -> Result:
+    """One asyncio caller inserting one row per transaction through aiosqlite (WAL, synchronous=FULL)."""
+    import aiosqlite
+
+    os.makedirs(path, exist_ok=True)
+    async with aiosqlite.connect(os.path.join(path, "log.db")) as db:
+        await db.execute("PRAGMA journal_mode=WAL")
+        await db.execute("PRAGMA synchronous=FULL")
+        await db.execute(SQLITE_SCHEMA)
+        await db.commit()
+        k = 0
         start = time.perf_counter()
         deadline = start + seconds
         while True:
-            await st.save(entries=pool.get(k))
             k += 1
+            await db.execute(SQLITE_INSERT, (k, 1, EntryNormal, data))
+            await db.commit()
             if time.perf_counter() >= deadline:
                 break
         elapsed = time.perf_counter() - start
-        stats = st.stats()
-    finally:
-        await st.close()
-    n = (k - 1) * pool.per_batch
-    return Result(n / elapsed, n, {"stats": stats})
+    return Result(k / elapsed, k)
 
 
 # --- the plain write + fdatasync loop ---------------------------------------------------------------------------
@@ -173,15 +213,21 @@ def plain_loop(path: str, seconds: float, data: bytes, prealloc: bool = True) ->
     return _plain_run(path, seconds, prealloc, lambda i: [Entry(term=1, index=i, type=EntryNormal, data=data)], 1)
 
 
-def plain_batches(path: str, pool: BatchPool, seconds: float, prealloc: bool = True) -> Result:
-    """The batch floor: pack a batch, one write, one fdatasync; ops are entries."""
-    return _plain_run(path, seconds, prealloc, pool.get, pool.per_batch)
+def plain_batches(path: str, pool: BatchPool, batches: int, prealloc: bool = True) -> Result:
+    """The batch limit: pack a batch, one write, one fdatasync, ``batches`` times; ops are entries."""
+    return _plain_run(path, 0.0, prealloc, pool.get, pool.per_batch, batches)
 
 
 def _plain_run(
-    path: str, seconds: float, prealloc: bool, batch: Callable[[int], Sequence[Entry]], per_batch: int
+    path: str,
+    seconds: float,
+    prealloc: bool,
+    batch: Callable[[int], Sequence[Entry]],
+    per_batch: int,
+    count: int | None = None,
 ) -> Result:
-    """Pack ``batch(k)`` for k = 1, 2, ..., write it, fdatasync, until ``seconds`` have passed; ops are entries."""
+    """Pack ``batch(k)`` for k = 1, 2, ..., write it, fdatasync, until ``seconds`` have passed (or ``count``
+    batches are written); ops are entries."""
     fd = _plain_open(path, prealloc)
     write, fdatasync = _writer(fd, prealloc), os.fdatasync
     try:
@@ -189,10 +235,10 @@ def _plain_run(
         start = time.perf_counter()
         deadline = start + seconds
         while True:
-            write(pack_floor(batch(k + 1)))
+            write(pack_minimal(batch(k + 1)))
             fdatasync(fd)
             k += 1
-            if time.perf_counter() >= deadline:
+            if (k >= count) if count is not None else time.perf_counter() >= deadline:
                 break
         elapsed = time.perf_counter() - start
     finally:
@@ -201,7 +247,7 @@ def _plain_run(
 
 
 async def format_floor_off_loop(path: str, seconds: float, data: bytes) -> Result:
-    """The bare minimum of the issue's design in Python per durable single-entry save: the raftwal
+    """The bare minimum of aiowal's design in Python per durable single-entry save: the raftwal
     format's two writes (a record from 1 MiB on, its 32-byte slot in the table) on the loop, then the
     ``fdatasync`` in a worker thread whose result comes back with one ``call_soon_threadsafe``; no queue, no writer
     task, no checks. A reference for the single-caller figure, not a target."""
@@ -222,7 +268,7 @@ async def format_floor_off_loop(path: str, seconds: float, data: bytes) -> Resul
         deadline = start + seconds
         while True:
             k += 1
-            record = pack_floor([Entry(term=1, index=k, type=EntryNormal, data=data)])
+            record = pack_minimal([Entry(term=1, index=k, type=EntryNormal, data=data)])
             os.pwrite(fd, record[32:], off)  # the floor's packing: 32-byte header, then the data
             os.pwrite(fd, record[:32], (k - 1) * 32)
             off += len(record) - 32
@@ -244,7 +290,7 @@ def plain_threads(path: str, threads: int, seconds: float, data: bytes) -> Resul
     fd = _plain_open(path, prealloc=True)
     lock = threading.Lock()
     state = [1, 0]  # next index, next offset
-    size = len(pack_floor([Entry(term=1, index=1, type=EntryNormal, data=data)]))
+    size = len(pack_minimal([Entry(term=1, index=1, type=EntryNormal, data=data)]))
 
     def work(deadline: float) -> int:
         n = 0
@@ -253,7 +299,7 @@ def plain_threads(path: str, threads: int, seconds: float, data: bytes) -> Resul
                 i, off = state
                 state[0] += 1
                 state[1] += size
-            os.pwrite(fd, pack_floor([Entry(term=1, index=i, type=EntryNormal, data=data)]), off)
+            os.pwrite(fd, pack_minimal([Entry(term=1, index=i, type=EntryNormal, data=data)]), off)
             os.fdatasync(fd)
             n += 1
         return n
@@ -265,18 +311,15 @@ def plain_threads(path: str, threads: int, seconds: float, data: bytes) -> Resul
 
 
 # --- sqlite3 ----------------------------------------------------------------------------------------------------
-def sqlite_batches(path: str, pool: BatchPool, seconds: float) -> Result:
-    """One transaction per batch, synchronous=FULL; ops are entries."""
+def sqlite_batches(path: str, pool: BatchPool, batches: int) -> Result:
+    """One transaction per batch, synchronous=FULL, ``batches`` times; ops are entries."""
     conn = sqlite_open(path, "FULL")
     try:
         k = 0
         start = time.perf_counter()
-        deadline = start + seconds
-        while True:
+        while k < batches:
             sqlite_insert_batch(conn, pool.get(k + 1))
             k += 1
-            if time.perf_counter() >= deadline:
-                break
         elapsed = time.perf_counter() - start
     finally:
         conn.close()

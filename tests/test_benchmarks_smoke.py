@@ -42,16 +42,34 @@ def test_document_is_json_with_every_section(doc: dict[str, Any]) -> None:
     assert json.loads(json.dumps(doc)) == doc
     assert doc["meta"]["quick"] is True
     assert doc["errors"] == [], [doc[g][n].get("traceback") for g, n in (e.split(".") for e in doc["errors"])]
-    assert set(doc["issue2"]) == {"save_256x1k", "entries_100", "open_and_heap"}
-    assert set(doc["issue3"]) == {"asyncio", "uvloop", "concurrency_sweep"}
+    assert set(doc["save"]) == {"batch_256x1k"}
+    assert set(doc["read"]) == {"entries_100"}
+    assert set(doc["open"]) == {"scale_and_heap"}
+    assert set(doc["durable"]) == {"asyncio", "uvloop", "concurrency_sweep"}
     for loop in ("asyncio", "uvloop"):
-        section = doc["issue3"][loop]
+        section = doc["durable"][loop]
         assert {"single_caller_100B", "batch_256x1k", "callers_64"} <= set(section)
         assert section["callers_64"]["stats_last_run"]["saves"] > 0
-        lag = section["callers_64"]["loop_lag_ms"]["under_load"]
-        assert lag["count"] > 0 and 0 <= lag["p99"] <= lag["max"]
-    assert "uvloop" in doc["issue3"]["uvloop"]["loop_type"].lower()
-    assert set(doc["cluster"]) == {"processes_http"}
+        for where in ("under_load", "under_load_across_files"):
+            lag = section["callers_64"]["loop_lag_ms"][where]
+            assert lag["count"] > 0 and 0 <= lag["p99"] <= lag["max"]
+        assert section["single_caller_100B"]["throughput"]["aiosqlite_full"]["median"] > 0
+    assert "uvloop" in doc["durable"]["uvloop"]["loop_type"].lower()
+    assert set(doc["cluster"]) == {"in_process", "processes_http"}
+
+
+def test_save_is_measured_inside_one_file_and_across_files(doc: dict[str, Any]) -> None:
+    """The non-durable save section writes the same batches inside one log file and over more than one."""
+    section = doc["save"]["batch_256x1k"]
+    systems = {"aiowal", "sqlite", "pysyncobj", "minimal_python_loop"}
+    for where in ("one_file", "across_files"):
+        assert set(section[where]["throughput"]) == systems
+        assert set(section[where]["ratios"]) == {
+            "aiowal_vs_minimal_python_loop",
+            "aiowal_vs_pysyncobj",
+            "aiowal_vs_sqlite",
+        }
+    assert "1 aiowal log file(s)" in section["one_file"]["what"]
 
 
 def test_cluster_benchmark_drives_every_system(doc: dict[str, Any], tmp_path: Any) -> None:
@@ -110,13 +128,17 @@ def test_every_ratio_is_positive_and_finite(doc: dict[str, Any]) -> None:
 def test_targets_are_flattened(doc: dict[str, Any]) -> None:
     names = {t["figure"] for t in doc["targets"]}
     for expected in (
-        "issue2.save_256x1k.aiowal_vs_pysyncobj",
-        "issue2.save_256x1k.aiowal_vs_sqlite",
-        "issue2.save_256x1k.aiowal_vs_floor",
-        "issue2.entries_100.aiowal_vs_sqlite_rows",
-        "issue2.open_and_heap.open_large_ms",
-        "issue3.asyncio.callers_64.aiowal_vs_single_caller",
-        "issue3.uvloop.callers_64.loop_lag_p99_ms",
+        "save.batch_256x1k.one_file.aiowal_vs_pysyncobj",
+        "save.batch_256x1k.across_files.aiowal_vs_sqlite",
+        "save.batch_256x1k.across_files.aiowal_vs_minimal_python_loop",
+        "read.entries_100.aiowal_vs_sqlite_rows",
+        "open.scale_and_heap.open_large_ms",
+        "durable.asyncio.single_caller_100B.aiowal_vs_aiosqlite_full",
+        "durable.asyncio.single_caller_100B.aiowal_across_files_vs_plain_fdatasync_loop",
+        "durable.asyncio.batch_256x1k.aiowal_across_files_vs_sqlite_full",
+        "durable.asyncio.callers_64.aiowal_vs_single_caller",
+        "durable.uvloop.callers_64.loop_lag_p99_ms",
+        "durable.uvloop.callers_64.loop_lag_max_ms_across_files",
     ):
         assert expected in names
     assert any(name.startswith("cluster.processes_http.aiowal_vs_pysyncobj_nobatch_") for name in names)
@@ -126,7 +148,7 @@ def test_targets_are_flattened(doc: dict[str, Any]) -> None:
 def test_sweep_series_feed_the_plot(doc: dict[str, Any], tmp_path: Any) -> None:
     from benchmarks.plot import plot
 
-    series = doc["issue3"]["concurrency_sweep"]["series"]
+    series = doc["durable"]["concurrency_sweep"]["series"]
     assert set(series) == {"aiowal", "aiowal_uvloop", "sqlite", "plain_fdatasync_loop"}
     for s in series.values():
         assert len(s["callers"]) == len(s["ops_per_s"]) >= 2
