@@ -61,8 +61,9 @@ def run(quick: bool = False, log: Callable[[str], None] | None = None, only: lis
 
 
 def _targets(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """Every figure held to a target or a limit, flattened as ``{"figure": "save.batch_256x1k.one_file.aiowal_vs_sqlite",
-    "value": ..., "target" or "limit": ..., "met": ...}``."""
+    """Every figure held to a target or a limit, flattened as
+    ``{"figure": "save.batch_256x1k.one_file.aiowal_vs_sqlite", "value": ..., "target" or "limit": ...,
+    "met": ...}``."""
 
     def walk(node: Any, path: list[str]) -> Iterator[dict[str, Any]]:
         if not isinstance(node, dict):

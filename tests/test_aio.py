@@ -7,7 +7,7 @@ import asyncio
 import errno
 import os
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from pathlib import Path
 from typing import Any
 
@@ -376,13 +376,80 @@ def test_a_failed_fdatasync_on_the_worker_fails_the_storage(loop: str, tmp_path:
             await st.save(entries=[ent(1)])
             bad = os.open(os.devnull, os.O_RDONLY)
             os.close(bad)  # a descriptor number that is not open: fdatasync fails with EBADF
+            def write() -> Generator[FdSync, None, None]:
+                yield FdSync(st.storage.fs, [bad])
+
             with pytest.raises(StorageIOError) as info:
-                await st._run_step(FdSync(st.storage.fs, [bad]))
+                await st._drive(write())
             assert info.value.errno == errno.EBADF
             with pytest.raises(StorageFailedError):
                 await st.save(entries=[ent(2)])
             assert st.entries(1, 2)[0].index == 1  # reads still work
         finally:
             await st.close()
+
+    run(loop, body)
+
+
+class SyncRecordingFS(FS):
+    """Records each completed fdatasync (``synced`` is also called for the sync worker's, which stays in use)."""
+
+    def __init__(self) -> None:
+        self.synced_fds: list[int] = []
+
+    def synced(self, fd: int) -> None:
+        self.synced_fds.append(fd)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_lone_caller_is_answered_from_the_sync_workers_completion_after_every_sync_of_its_commit(
+    loop: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the sync worker, the commit goes on in the worker's completion callback and answers the caller there
+    (no wake-up of the writer task first); on either path a caller is answered only once every sync of its commit
+    completed: the log's, and wal.meta's when the term or vote changed."""
+    from aiowal import aio
+
+    fs = SyncRecordingFS()
+    answered: list[tuple[bool, list[int]]] = []  # (inside the worker's callback, the syncs done by then)
+    inside = [False]
+    original_done = AsyncDiskStorage._on_worker_done
+    original_resolve = aio.resolve
+
+    def on_worker_done(self: AsyncDiskStorage) -> None:
+        inside[0] = True
+        try:
+            original_done(self)
+        finally:
+            inside[0] = False
+
+    def resolve(fut: asyncio.Future[Any], outcome: Any) -> None:
+        if outcome is None and not fut.done():
+            answered.append((inside[0], list(fs.synced_fds)))
+        original_resolve(fut, outcome)
+
+    monkeypatch.setattr(AsyncDiskStorage, "_on_worker_done", on_worker_done)
+    monkeypatch.setattr(aio, "resolve", resolve)
+
+    async def body() -> None:
+        st = await AsyncDiskStorage.open(tmp_path / "w", hard_sync=True, fs=fs)
+        try:
+            await st.save(entries=[ent(1)])  # creates the first file
+            log_fd = st.storage._wal.files[-1].fd
+            meta_fd = st.storage._meta.fd
+            answered.clear()
+            fs.synced_fds.clear()
+            await st.save(entries=[ent(2)])
+            await st.save(hard_state=raftpb.HardState(term=2, vote=1, commit=2), entries=[ent(3, term=2)])
+            worker = st._worker is not None
+            saves = answered[:]
+        finally:
+            await st.close()
+        assert worker == (aio.speedups.sync_worker is not None)
+        answered[:] = saves
+        assert [in_callback for in_callback, _ in answered] == [worker, worker]
+        first, second = (synced for _, synced in answered)
+        assert first == [log_fd]
+        assert second == [log_fd, log_fd, meta_fd]  # the term changed: wal.meta is synced before the answer
 
     run(loop, body)

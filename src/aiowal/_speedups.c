@@ -462,9 +462,13 @@ static void *sync_worker_main(void *arg) {
         w->err = err;
         w->pending = 0;
         w->done = 1;
+        /* The eventfd is written without the lock: the loop thread it wakes takes the lock in result() at once,
+         * and must not find it held by this thread. */
+        pthread_mutex_unlock(&w->mu);
         uint64_t one = 1;
         while (write(w->notify_fd, &one, sizeof one) < 0 && errno == EINTR) {
         }
+        pthread_mutex_lock(&w->mu);
     }
     pthread_mutex_unlock(&w->mu);
     return NULL;
@@ -594,8 +598,10 @@ static PyObject *sync_worker_submit(SyncWorker *w, PyObject *arg) {
     memcpy(w->fds, fds, sizeof(int) * (size_t)n);
     w->nfds = (int)n;
     w->pending = 1;
-    pthread_cond_signal(&w->cv);
     pthread_mutex_unlock(&w->mu);
+    /* Signalled after the unlock: the thread it wakes does not block at once on the lock this thread holds. It
+     * only ever waits for pending or stop, and the cv outlives both threads (destroyed in dealloc, after the join). */
+    pthread_cond_signal(&w->cv);
     Py_RETURN_NONE;
 }
 

@@ -71,6 +71,9 @@ class _Close:
 
 _Request = _Save | _Write | _Close
 _Planned = list[tuple[_Save, SavePlan]]
+# A sync on the worker: the writer's future (the write's next step), the descriptors, the write, what runs once the
+# write ends, and when the step began.
+_WorkerJob = tuple["asyncio.Future[SyncStep | None]", tuple[int, ...], Steps, "Callable[[], None] | None", float]
 
 
 class _Histogram:
@@ -131,7 +134,7 @@ class AsyncDiskStorage:
         self._syncer = SyncThread(self._loop, f"aiowal-sync:{storage.path}")
         # Plain fdatasync steps go to a thread that needs no GIL; not when a test double replaces fdatasync.
         self._worker: SyncWorker | None = None
-        self._worker_job: tuple[asyncio.Future[None], tuple[int, ...]] | None = None
+        self._worker_job: _WorkerJob | None = None
         if speedups.sync_worker is not None and self._fs.direct_fdatasync:
             self._worker = speedups.sync_worker()
             self._loop.add_reader(self._worker.fileno(), self._on_worker_done)
@@ -371,35 +374,45 @@ class AsyncDiskStorage:
         written.extend(appends)
 
     async def _commit(self, written: _Planned) -> None:
-        """Make the written saves durable together (``DiskStorage.commit_steps``), then resolve their callers."""
+        """Make the written saves durable together (``DiskStorage.commit_steps``), then resolve their callers: as soon
+        as the commit's last step completed (from the sync worker's completion callback when it ran there)."""
         if not written:
             return
+
+        def committed() -> None:
+            stats = self._stats
+            stats.saves += len(written)
+            stats.commits += 1
+            entries = 0
+            for req, plan in written:
+                entries += len(plan.entries)
+                resolve(req.future, None)  # (a cancelled caller's save landed anyway)
+            stats.entries += entries
+            if entries:  # (a commit of hard states alone syncs no log)
+                stats.entries_per_commit.add(entries)
+
         try:
-            await self._drive(self._st.commit_steps([plan for _, plan in written]))
+            await self._drive(self._st.commit_steps([plan for _, plan in written]), committed)
         except Exception as exc:
             for req, _ in written:
                 resolve(req.future, exc)
-            return
-        stats = self._stats
-        stats.saves += len(written)
-        stats.commits += 1
-        entries = 0
-        for req, plan in written:
-            entries += len(plan.entries)
-            resolve(req.future, None)  # (a cancelled caller's save landed anyway)
-        stats.entries += entries
-        if entries:  # (a commit of hard states alone syncs no log)
-            stats.entries_per_commit.add(entries)
 
-    async def _drive(self, steps: Steps) -> None:
-        """Run a write: its file changes here, each blocking step off the loop."""
+    async def _drive(self, steps: Steps, done: Callable[[], None] | None = None) -> None:
+        """Run a write: its file changes here, each blocking step off the loop. ``done`` runs once the write ended
+        without error, right where its last step's completion is seen: the sync worker's callback when the step ran
+        there, which answers the callers one loop turn sooner than a wake-up of this task would."""
         try:
-            while (step := self._st.advance(steps)) is not None:
-                await self._run_step(step)
+            step = self._st.advance(steps)
+            if step is None and done is not None:
+                done()
+            while step is not None:
+                step = await self._run_step(step, steps, done)
         finally:
             steps.close()
 
-    async def _run_step(self, step: SyncStep) -> None:
+    async def _run_step(self, step: SyncStep, steps: Steps, done: Callable[[], None] | None) -> SyncStep | None:
+        """Run ``step`` off the loop, then advance the write past it: its next step, or None once it ended (and
+        ``done`` ran)."""
         t0 = time.perf_counter()
         try:
             if (
@@ -408,42 +421,62 @@ class AsyncDiskStorage:
                 and step.directory is None
                 and 0 < len(step.fds) <= _WORKER_MAX_FDS
             ):
-                await self._worker_sync(step.fds)
-            else:
-                await self._syncer.run(step)
+                return await self._worker_sync(step.fds, steps, done, t0)
+            await self._syncer.run(step)
         except StorageIOError as exc:
             self._st.fail(exc)
             raise
         if isinstance(step, FdSync):
-            elapsed = time.perf_counter() - t0
-            self._stats.syncs += 1
-            self._stats.sync_latencies.append(elapsed)
-            self._stats.sync_seconds.add(elapsed)
+            self._count_sync(t0)
+        return self._advance(steps, done)
 
-    def _worker_sync(self, fds: tuple[int, ...]) -> asyncio.Future[None]:
+    def _advance(self, steps: Steps, done: Callable[[], None] | None) -> SyncStep | None:
+        step = self._st.advance(steps)
+        if step is None and done is not None:
+            done()
+        return step
+
+    def _count_sync(self, t0: float) -> None:
+        elapsed = time.perf_counter() - t0
+        self._stats.syncs += 1
+        self._stats.sync_latencies.append(elapsed)
+        self._stats.sync_seconds.add(elapsed)
+
+    def _worker_sync(
+        self, fds: tuple[int, ...], steps: Steps, done: Callable[[], None] | None, t0: float
+    ) -> asyncio.Future[SyncStep | None]:
+        """Hand ``fds`` to the sync worker; the future gives the write's next step, advanced by the completion
+        callback."""
         assert self._worker is not None
-        fut: asyncio.Future[None] = self._loop.create_future()
-        self._worker_job = (fut, fds)
+        fut: asyncio.Future[SyncStep | None] = self._loop.create_future()
+        self._worker_job = (fut, fds, steps, done, t0)
         self._worker.submit(fds)
         return fut
 
     def _on_worker_done(self) -> None:
-        """The worker's eventfd is readable: its sync ended (errno 0) or failed."""
+        """The worker's eventfd is readable: its sync ended (errno 0) or failed. On success the write goes on here,
+        at once, up to its next step or its end (``done``: the callers it answers are resolved now)."""
         if self._worker is None:
             return
         err = self._worker.result()
         if err is None or self._worker_job is None:
             return
-        (fut, fds), self._worker_job = self._worker_job, None
+        (fut, fds, steps, done, t0), self._worker_job = self._worker_job, None
         if not err:
             for fd in fds:
                 self._fs.synced(fd)
-        if fut.done():
+        if fut.done():  # the writer was cancelled meanwhile: its write ends there (it closes the steps)
             return
         if err:
             fut.set_exception(io_error("fdatasync", OSError(err, os.strerror(err))))
+            return
+        self._count_sync(t0)
+        try:
+            step = self._advance(steps, done)
+        except Exception as exc:  # the write's own error (advance has failed the storage if it is an I/O one)
+            fut.set_exception(exc)
         else:
-            fut.set_result(None)
+            fut.set_result(step)
 
     async def _close_storage(self, req: _Close) -> None:
         try:
