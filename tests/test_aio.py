@@ -376,6 +376,7 @@ def test_a_failed_fdatasync_on_the_worker_fails_the_storage(loop: str, tmp_path:
             await st.save(entries=[ent(1)])
             bad = os.open(os.devnull, os.O_RDONLY)
             os.close(bad)  # a descriptor number that is not open: fdatasync fails with EBADF
+
             def write() -> Generator[FdSync, None, None]:
                 yield FdSync(st.storage.fs, [bad])
 
