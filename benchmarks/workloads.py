@@ -122,7 +122,7 @@ async def aiowal_callers(
             if hb is not None:
                 await hb
         stats = st.stats()
-        files = st.num_log_files()
+        files = st.num_log_files() + 1  # (it counts the files before the current one)
     finally:
         await st.close()
     extra: dict[str, Any] = {"stats": stats, "files": files}
@@ -145,7 +145,7 @@ async def aiowal_batches(path: str, pool: BatchPool, batches: int) -> Result:
             await st.save(entries=pool.get(k))
         elapsed = time.perf_counter() - start
         stats = st.stats()
-        files = st.num_log_files()
+        files = st.num_log_files() + 1  # (it counts the files before the current one)
     finally:
         await st.close()
     n = batches * pool.per_batch

@@ -38,7 +38,7 @@ BOTH_PATHS = [
 PURE_PYTHON_IN_SOAK = [HERE / "crash" / "test_corruption_fuzz.py"]
 
 # What the accelerator put in aiowal.speedups at import (all None when it is not built or AIOWAL_PURE_PYTHON is set).
-ACCELERATED = {name: getattr(speedups, name) for name in ("pack", "read", "entries_ok", "sync_worker")}
+ACCELERATED = {name: getattr(speedups, name) for name in ("pack", "read", "entries_ok", "terms_ok", "sync_worker")}
 BUILT = ACCELERATED["pack"] is not None
 
 

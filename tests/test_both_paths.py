@@ -14,7 +14,7 @@ CHILD = "from aiowal import speedups; print(speedups.pack is None, speedups.read
 
 def test_the_path_is_the_one_the_id_says(aiowal_path: str) -> None:
     pure = aiowal_path == "pure-python"
-    names = (speedups.pack, speedups.read, speedups.entries_ok)
+    names = (speedups.pack, speedups.read, speedups.entries_ok, speedups.terms_ok)
     assert all(f is None for f in names) if pure else all(f is not None for f in names)
     if pure:
         assert speedups.sync_worker is None

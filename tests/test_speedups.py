@@ -38,12 +38,23 @@ def test_the_accelerator_is_built_and_used() -> None:
     assert speedups.pack is _speedups.pack
     assert speedups.read is _speedups.read
     assert speedups.entries_ok is _speedups.entries_ok
+    assert speedups.terms_ok is _speedups.terms_ok
     assert speedups.sync_worker is getattr(_speedups, "SyncWorker", None)
 
 
 @given(st.binary(max_size=5000), st.integers(min_value=0, max_value=0xFFFF_FFFF))
 def test_crc32c_matches_the_crc32c_package(data: bytes, value: int) -> None:
     assert _speedups.crc32c(data, value) == crc32c.crc32c(data, value)
+
+
+@pytest.mark.parametrize("size", [0, 7, 8, 191, 192, 193, 200, 384, 1024, 1056, 4096 + 5])
+def test_crc32c_at_every_alignment_and_around_the_three_lane_blocks(size: int) -> None:
+    """Every start alignment, and sizes at and around the 3 x 64-byte blocks the CRC instruction runs in."""
+    data = bytes(range(256)) * (size // 256 + 2)
+    for start in range(8):
+        view = memoryview(data)[start : start + size]
+        for value in (0, 0xFFFF_FFFF, 0x1234_5678):
+            assert _speedups.crc32c(view, value) == crc32c.crc32c(bytes(view), value)
 
 
 @st.composite
@@ -225,6 +236,36 @@ def test_entries_ok_agrees_with_the_python_check(ents: list[object]) -> None:
     else:
         valid = True
     assert _speedups.entries_ok(ents, Entry) is valid  # type: ignore[arg-type]
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(st.one_of(st.integers(min_value=0, max_value=6), st.just(U64_MAX)), min_size=1, max_size=12),
+    st.integers(min_value=0, max_value=6),
+    st.integers(min_value=0, max_value=6),
+)
+def test_terms_ok_agrees_with_the_python_check(terms: list[int], prev_term: int, floor_term: int) -> None:
+    """``check_terms`` passes exactly the batches ``terms_ok`` passes (it falls back to its own check, which names the
+    entry, only when ``terms_ok`` refuses)."""
+    ents = [Entry(term=t, index=i + 1) for i, t in enumerate(terms)]
+    accelerated = speedups.terms_ok
+    speedups.terms_ok = None
+    try:
+        checks.check_terms(ents, prev_term, floor_term)
+    except ValueError:
+        valid = False
+    else:
+        valid = True
+    finally:
+        speedups.terms_ok = accelerated
+    assert _speedups.terms_ok(ents, max(prev_term, floor_term)) is valid
+
+
+def test_terms_ok_of_a_list_emptied_by_a_getter_stops_at_its_new_end() -> None:
+    owner: list[object] = []
+    owner.extend(_Emptying(owner, i, "term") for i in range(1, 6))
+    assert _speedups.terms_ok(owner, 1) is True  # the list ended after its first item
+    assert owner == []
 
 
 def _check_python(ents: list[object]) -> None:
@@ -577,7 +618,9 @@ from aiowal import AsyncDiskStorage, DiskStorage, speedups
 from aiowal.raftpb import Entry
 assert not hasattr(module, "SyncWorker")
 assert speedups.sync_worker is None
-assert (speedups.pack, speedups.read, speedups.entries_ok) == (module.pack, module.read, module.entries_ok)
+assert (speedups.pack, speedups.read, speedups.entries_ok, speedups.terms_ok) == (
+    module.pack, module.read, module.entries_ok, module.terms_ok
+)
 entries = [Entry(term=1, index=i, type=0, data=bytes([i]) * i) for i in range(1, 200)]
 async def main():
     st = await AsyncDiskStorage.open(directory, hard_sync=True)

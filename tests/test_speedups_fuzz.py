@@ -424,6 +424,42 @@ def _index_or_none(e: Any) -> Any:
         return None
 
 
+# --- terms_ok -------------------------------------------------------------------------------------------------
+@FUZZ
+@given(
+    st.lists(st.one_of(items, st.builds(lambda t: Entry(term=t, index=1), st.integers(0, 4))), max_size=6),
+    st.one_of(any_int(0, 5), edge_ints),
+)
+def test_terms_ok_of_any_items_agrees_with_its_contract(ents: list[Any], low: int) -> None:
+    """What ``terms_ok`` does, item by item: a clean error for a ``low`` outside u64 or a term that cannot be read (or
+    is not a u64) before the first term that breaks the order; else whether none does."""
+    try:
+        got: Any = _speedups.terms_ok(ents, low)
+    except (*CLEAN, AttributeError, Hostile):
+        got = Exception
+    assert got is terms_contract(ents, low)
+
+
+def terms_contract(ents: list[Any], low: int) -> Any:
+    if not 0 <= low <= U64_MAX:
+        return Exception
+    for e in ents:
+        term = _term_or_none(e)
+        if not isinstance(term, int) or not 0 <= term <= U64_MAX:
+            return Exception
+        if term < low:
+            return False
+        low = term
+    return True
+
+
+def _term_or_none(e: Any) -> Any:
+    try:
+        return e.term
+    except (AttributeError, Hostile):
+        return None
+
+
 @pytest.mark.parametrize("cls", [None, 3, Entry(index=1), "Entry"])
 def test_entries_ok_refuses_a_class_that_is_not_a_type(cls: object) -> None:
     with pytest.raises(TypeError):
