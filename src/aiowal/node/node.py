@@ -273,6 +273,10 @@ class RaftNode:
 
     async def _handle(self, rd: Ready) -> None:
         leader = self.is_leader
+        if rd.hard_state is not None and rd.hard_state.commit > self._commit_seen:
+            # Counted as the Ready brings it: entries already saved are applied before this Ready's save.
+            self.counters.committed += rd.hard_state.commit - self._commit_seen
+            self._commit_seen = rd.hard_state.commit
         if leader:
             self._send(rd.messages)
         committed = rd.committed_entries
@@ -296,9 +300,6 @@ class RaftNode:
                 await self.storage.save(rd.hard_state, rd.entries, rd.snapshot)
         if not leader:
             self._send(rd.messages)
-        if rd.hard_state is not None and rd.hard_state.commit > self._commit_seen:
-            self.counters.committed += rd.hard_state.commit - self._commit_seen
-            self._commit_seen = rd.hard_state.commit
         if rd.snapshot is not None and rd.snapshot.metadata.index > self.applied:
             self.sm.restore(rd.snapshot.data)
             self.applied = rd.snapshot.metadata.index
