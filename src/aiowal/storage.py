@@ -330,12 +330,15 @@ class DiskStorage:
 
     def _run(self, steps: Steps) -> None:
         """Drive a write's steps, running each at once (the synchronous API)."""
-        while (step := self.advance(steps)) is not None:
-            try:
-                step()
-            except StorageIOError as exc:
-                self.fail(exc)
-                raise
+        try:
+            while (step := self.advance(steps)) is not None:
+                try:
+                    step()
+                except StorageIOError as exc:
+                    self.fail(exc)
+                    raise
+        finally:
+            steps.close()
 
     # --- reads ------------------------------------------------------------------------------------------------
     def initial_state(self) -> tuple[HardState, ConfState]:
@@ -622,12 +625,19 @@ class DiskStorage:
             yield from self._meta_sync_steps()
 
     def _switch_snapshot(self, snap: Snapshot, floor: int | None) -> Steps:
-        """Switch wal.meta to one holding ``snap``: the file work (temp file, its sync, rename) is one blocking step,
-        the switch in memory follows it, and with ``hard_sync`` the directory sync is a second step."""
+        """Switch wal.meta to one holding ``snap``: the new file is written (a step: it may be large), synced, and
+        renamed over the old one; the switch in memory follows, and with ``hard_sync`` the directory's sync."""
         meta = self._meta
-        job: Call[NewMetaFile] = Call(lambda: meta.write_snapshot_file(snap, floor))
-        yield job
-        meta.adopt(job.result)  # here, not in the step: a reader sees the old snapshot or the new, never a mix
+        written: Call[NewMetaFile] = Call(lambda: meta.write_snapshot_file(snap, floor))
+        yield written
+        new = written.result
+        try:
+            yield FdSync(self._fs, [new.fd])
+            yield Call(meta.install)
+        except BaseException:
+            self._fs.close(new.fd)
+            raise
+        meta.adopt(new)  # here, not in a step: a reader sees the old snapshot or the new, never a mix
         if self.hard_sync:
             yield FdSync(self._fs, [], self.path)
 
