@@ -269,7 +269,16 @@ class StorageMachine(RuleBasedStateMachine):
 
     @rule()
     def read_only_view(self) -> None:
-        """A read-only opener (no lock needed) sees what the writer wrote."""
+        """A read-only opener (no lock needed) beside the open writer sees what the writer made durable: a prefix
+        of the log up to the durable mark, so all of it once the writer synced."""
+        m = self.m
+        with DiskStorage.open(self.dir, key=self.key, read_only=True) as ro:
+            first, last = ro.first_index(), ro.last_index()
+            assert first == m.first()
+            assert max(m.snap_index, self.st.durable_index() or 0) <= last <= m.last()
+            assert ro.entries(first, last + 1) == [m.entry(i) for i in range(first, last + 1)]
+            assert self._snapshot_fields(ro.snapshot()) == (m.snap_index, m.snap_term, m.snap_data, m.snap_voters)
+        self.st.sync()
         with DiskStorage.open(self.dir, key=self.key, read_only=True) as ro:
             self._check(ro)
 

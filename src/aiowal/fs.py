@@ -150,6 +150,20 @@ class FS:
             raise StorageIOError(exc.errno, f"flock {path}: {exc.strerror}") from exc
         return fd
 
+    def dir_in_use(self, path: str) -> bool:
+        """Whether another opener holds the directory's lock (a writer is live); takes no lock itself."""
+        with _io("open directory", path):
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError as exc:
+            raise StorageIOError(exc.errno, f"flock {path}: {exc.strerror}") from exc
+        finally:
+            os.close(fd)  # closing drops the shared lock, if it was taken
+        return False
+
     def unlock_dir(self, fd: int) -> None:
         with _io("unlock directory"):
             os.close(fd)
@@ -158,7 +172,10 @@ class FS:
     def map(self, fd: int, size: int) -> mmap.mmap:
         """A read-only shared mapping of the first ``size`` bytes (reads see pwrite at once: same page cache)."""
         with _io("mmap"):
-            return mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ)
+            try:
+                return mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ)
+            except ValueError as exc:  # the file shrank since its size was read (another process writes it)
+                raise OSError(errno_mod.ESTALE, f"the file changed size while it was mapped ({exc})") from exc
 
 
 DEFAULT_FS = FS()

@@ -152,10 +152,7 @@ class Meta:
                 raise CorruptionError(
                     f"{self.path}: offset {HARD_STATE_OFFSET}: cannot parse hardState: {exc}"
                 ) from exc
-        magic, record_crc, durable = DURABLE_MARK.unpack_from(raw, DURABLE_MARK_OFFSET)
-        hs_record = raw[HARD_STATE_OFFSET : HARD_STATE_OFFSET + 4 + hs_len]
-        if magic == DURABLE_MARK_MAGIC and record_crc == crc32c(hs_record):
-            self.durable_index = int(durable)
+        self.durable_index = _durable_mark(raw, HARD_STATE_OFFSET)
         snap_len = U32.unpack_from(raw, SNAPSHOT_OFFSET)[0]
         if META_HEADER_END + snap_len > len(raw):
             raise CorruptionError(
@@ -175,6 +172,11 @@ class Meta:
             )
             self.uints[MetaInfo.SNAPSHOT_INDEX] = md.index
             self.uints[MetaInfo.SNAPSHOT_TERM] = md.term
+
+    def read_durable_index(self) -> int | None:
+        """The durable mark as the file holds it now (another process may be writing it)."""
+        raw = self.fs.pread(self.fd, SNAPSHOT_INDEX_OFFSET - HARD_STATE_OFFSET, HARD_STATE_OFFSET)
+        return _durable_mark(raw, 0)
 
     def repair(self) -> None:
         """Write back what ``_load`` corrected in memory."""
@@ -261,6 +263,16 @@ class Meta:
         if self.fd >= 0:
             fd, self.fd = self.fd, -1
             self.fs.close(fd)
+
+
+def _durable_mark(raw: bytes, sector_at: int) -> int | None:
+    """The durable mark of the HardState sector found at ``sector_at`` in ``raw``, if it is there and bound to
+    the HardState record beside it."""
+    magic, record_crc, durable = DURABLE_MARK.unpack_from(raw, sector_at + DURABLE_MARK_OFFSET - HARD_STATE_OFFSET)
+    hs_len = U32.unpack_from(raw, sector_at)[0]
+    if magic != DURABLE_MARK_MAGIC or hs_len >= HARD_STATE_MAX:
+        return None
+    return int(durable) if record_crc == crc32c(raw[sector_at : sector_at + 4 + hs_len]) else None
 
 
 def _hard_state_sector(hs: HardState, durable_index: int | None) -> bytes:

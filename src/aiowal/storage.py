@@ -91,6 +91,8 @@ class DiskStorage:
         self._closed = False
         self._failed: str | None = None
         self._commit_clamp: int | None = None
+        # Read-only, beside a live writer: the view ends at the durable mark taken at open (see _check_view).
+        self._view_mark: int | None = None
         self.repairs: list[str] = [*meta.repairs, *wal.repairs]
 
     # --- opening and closing ----------------------------------------------------------------------------------
@@ -193,6 +195,8 @@ class DiskStorage:
                 keyless=keyless,
             )
             st = cls(path, meta, wal, lock_fd, fs, hard_sync)
+            if read_only and meta.durable_index is not None and fs.dir_in_use(path):
+                st._follow_writer(meta.durable_index)
             st._recover()
             return st
         except BaseException:
@@ -203,6 +207,24 @@ class DiskStorage:
             if lock_fd is not None:
                 fs.unlock_dir(lock_fd)
             raise
+
+    def _follow_writer(self, durable: int) -> None:
+        """A read-only view of a directory a writer has open shows what that writer had made durable (entries up to
+        the durable mark) and checks after each read that the writer has not since overwritten any of it."""
+        self._view_mark = durable
+        self._wal.limit_view(max(durable, self._meta.snapshot_index))
+
+    def _check_view(self) -> None:
+        """After a read of a read-only view beside a live writer: the entries it returned are still the log's, or
+        ``StorageError`` says the writer replaced them (the view must be reopened)."""
+        if self._view_mark is None:
+            return
+        durable = self._meta.read_durable_index()
+        if durable is not None and durable < self._view_mark:
+            raise StorageError(
+                f"{self.path}: the writer replaced entries from {durable + 1} on since this read-only view was taken;"
+                " reopen it to read the current log"
+            )
 
     def _recover(self) -> None:
         """Dgraph's clean-up on open (delete files below the snapshot) plus aiowal's repairs, logged."""
@@ -361,7 +383,9 @@ class DiskStorage:
         _check_index(i, "i")
         with self._mutex:
             self._check_open()
-            return self._term(i)
+            term = self._term(i)
+            self._check_view()
+            return term
 
     def _term(self, i: int) -> int:
         si = self._meta.snapshot_index
@@ -392,7 +416,9 @@ class DiskStorage:
                 raise CompactedError()
             if hi > self._last_index() + 1:
                 raise UnavailableError(f"entries up to {hi - 1} requested, last index is {self._last_index()}")
-            return self._wal.entries(lo, hi, max_size)
+            out = self._wal.entries(lo, hi, max_size)
+            self._check_view()
+            return out
 
     def snapshot(self) -> Snapshot:
         with self._mutex:
@@ -434,7 +460,7 @@ class DiskStorage:
             self._check_open()
             out = []
             for lf in self._wal.files:
-                st = os.stat(lf.path)
+                st = os.fstat(lf.fd)  # (the writer of a live directory may have deleted the file since)
                 out.append(
                     {
                         "name": os.path.basename(lf.path),
@@ -740,11 +766,12 @@ def _check_info(info: object) -> MetaInfo:
 
 def _dir_identity(path: str) -> tuple[object, ...]:
     """What a writer changes under a reader: wal.meta's inode (a snapshot switch renames a new one in), the log
-    files' names and inodes, then wal.meta's size and modification time (any write to it)."""
+    files' names, inodes and sizes (rotation cuts a file to its data), then wal.meta's size and modification time
+    (any write to it)."""
     try:
         names = sorted(n for n in os.listdir(path) if n.endswith(".wal"))
         st = os.stat(os.path.join(path, META_NAME))
-        logs = tuple((n, os.stat(os.path.join(path, n)).st_ino) for n in names)
+        logs = tuple((n, s.st_ino, s.st_size) for n in names for s in [os.stat(os.path.join(path, n))])
     except OSError:
         return ("changing", time.monotonic())
     return st.st_ino, logs, st.st_size, st.st_mtime_ns

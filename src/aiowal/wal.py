@@ -189,6 +189,12 @@ class Wal:
         lf.data_key = registry.data_key(key_id)
         lf.base_iv = base_iv
 
+    def limit_view(self, last: int) -> None:
+        """Read-only: show no entry past ``last``."""
+        for lf in self.files:
+            if lf.count and lf.last > last:
+                lf.forget_from(lf.slot_ge(last + 1))
+
     # --- shape ------------------------------------------------------------------------------------------------
     @property
     def current(self) -> LogFile:

@@ -1,6 +1,7 @@
 """A deterministic simulation of a Raft cluster: RawNodes on MemoryStorage or DiskStorage, a fake clock, and a
 network that drops, duplicates, delays, reorders and partitions messages, with nodes crashing and restarting from
-their storage. Every random choice comes from one seed; ``Sim.check_*`` verify the Raft safety properties."""
+their storage and the membership changing (learners added and promoted, members removed, joint changes of several
+members). Every random choice comes from one seed; ``Sim.check_*`` verify the Raft safety properties."""
 
 from __future__ import annotations
 
@@ -10,10 +11,35 @@ import heapq
 import random
 from pathlib import Path
 
+from raft_cluster import ADD, AUTO, EXPLICIT, IMPLICIT, LEARNER, LEAVE, REMOVE, v2
+
 from aiowal import DiskStorage
-from aiowal.raft import Config, MemoryStorage, ProposalDroppedError, RawNode, Ready, StateType
+from aiowal.errors import CompactedError, UnavailableError
+from aiowal.raft import (
+    ConfChangeRefusedError,
+    Config,
+    Membership,
+    MemoryStorage,
+    ProposalDroppedError,
+    Raft,
+    RawNode,
+    Ready,
+    StateType,
+    decode_conf_change,
+)
 from aiowal.raft.messages import MT, msg_from
-from aiowal.raftpb import ConfChange, ConfChangeType, ConfState, Entry, EntryConfChange, EntryNormal, HardState, Message
+from aiowal.raftpb import (
+    ConfChange,
+    ConfChangeType,
+    ConfChangeV2,
+    ConfState,
+    Entry,
+    EntryConfChange,
+    EntryConfChangeV2,
+    EntryNormal,
+    HardState,
+    Message,
+)
 
 UNITS_PER_TICK = 10
 DELIVER, PROPOSE, CRASH, READ, TRANSFER, MEMBERSHIP, SAVE = 0, 1, 2, 3, 4, 5, 6
@@ -22,6 +48,63 @@ SEEDS_PASSED: dict[str, int] = {}
 
 class SafetyViolation(AssertionError):
     pass
+
+
+ConfKey = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...], bool]
+
+
+def conf_key(cs: ConfState) -> ConfKey:
+    """A ConfState as plain sorted tuples (a stored ConfState may carry ``auto_leave`` set to false explicitly)."""
+    return (
+        tuple(sorted(cs.voters)),
+        tuple(sorted(cs.voters_outgoing)),
+        tuple(sorted(cs.learners)),
+        tuple(sorted(cs.learners_next)),
+        cs.auto_leave,
+    )
+
+
+def members_of(cs: ConfState) -> set[int]:
+    return {*cs.voters, *cs.voters_outgoing, *cs.learners, *cs.learners_next}
+
+
+def reference_conf(cs: ConfState, cc: ConfChange | ConfChangeV2) -> ConfState:
+    """The configuration ``cc`` leads to from ``cs``, worked out here on plain sets (without the validity checks,
+    which the leader applies when the change is proposed), to check the core's own bookkeeping against."""
+    if isinstance(cc, ConfChange):
+        changes, transition = [(cc.type, cc.node_id)], AUTO
+    else:
+        changes, transition = [(c.type, c.node_id) for c in cc.changes], cc.transition
+    voters, outgoing = set(cs.voters), set(cs.voters_outgoing)
+    learners, learners_next = set(cs.learners), set(cs.learners_next)
+    auto_leave = cs.auto_leave
+    if not changes and transition == AUTO:
+        return ConfState(voters=sorted(voters), learners=sorted(learners | learners_next))
+    if transition != AUTO or len(changes) > 1:
+        outgoing, auto_leave = set(voters), transition != EXPLICIT
+    for t, nid in changes:
+        if nid == 0:
+            continue
+        if t == ADD:
+            learners.discard(nid)
+            learners_next.discard(nid)
+            voters.add(nid)
+        elif t == LEARNER and nid not in learners:
+            voters.discard(nid)
+            learners_next.discard(nid)
+            (learners_next if nid in outgoing else learners).add(nid)
+        elif t == REMOVE:
+            voters -= {nid}
+            learners -= {nid}
+            learners_next -= {nid}
+    out = ConfState(
+        voters=sorted(voters),
+        voters_outgoing=sorted(outgoing),
+        learners=sorted(learners),
+        learners_next=sorted(learners_next),
+    )
+    out.auto_leave = auto_leave and bool(outgoing)
+    return out
 
 
 @dataclasses.dataclass
@@ -41,6 +124,7 @@ class SimConfig:
     read_rate: float = 0.03
     transfer_rate: float = 0.0005
     membership_rate: float = 0.0
+    joint_share: float = 0.4  # of the membership changes, those that change several members through a joint config
     leader_sends_first: bool = False
     crash_before_save: float = 0.0
     save_delay: int = 10
@@ -70,7 +154,8 @@ class SimConfig:
             heartbeat_tick=rng.choice([1, 2, 3]),
             read_rate=rng.choice([0.0, 0.01, 0.05]),
             transfer_rate=rng.choice([0.0, 0.0005, 0.002]),
-            membership_rate=rng.choice([0.0, 0.0, 0.001, 0.003]),
+            membership_rate=rng.choice([0.0, 0.001, 0.003, 0.006]),
+            joint_share=rng.choice([0.0, 0.4, 0.8]),
             leader_sends_first=rng.random() < 0.5,
             crash_before_save=rng.choice([0.0, 0.01, 0.05]),
             save_delay=rng.choice([2, 10, 30]),
@@ -87,9 +172,12 @@ class SimNode:
     def __init__(self, sim: Sim, id_: int, *, joiner: bool = False) -> None:
         self.sim = sim
         self.id = id_
-        # The bootstrap members know each other; a node added later starts empty and learns from the leader.
+        # The bootstrap members start with the changes that add them in their log; a node added later starts empty
+        # and learns from the leader. Either way a node's configuration comes from the changes it applies.
         self.initial_voters = () if joiner else tuple(sim.initial_ids)
         self.confs: list[tuple[int, ConfState]] = []  # (index, configuration from that index on)
+        self.ref_conf = ConfState()  # the configuration the applied changes lead to, by ``reference_conf``
+        self.ref_membership = Membership()  # the same, in the form the core keeps it (quick to compare)
         self.incarnation = 0
         self.rn: RawNode | None = None
         self.mem = MemoryStorage()
@@ -124,7 +212,6 @@ class SimNode:
                 for i, nid in enumerate(self.initial_voters, start=1)
             ]
             st.save(HardState(term=1, commit=len(ents)), ents, None)
-        _, cs = st.initial_state()
         snap = st.snapshot()
         self.incarnation += 1
         self.rn = RawNode(
@@ -132,7 +219,6 @@ class SimNode:
                 id=self.id,
                 storage=st,
                 rng=random.Random(f"{sim.cfg.seed}/{self.id}/{self.incarnation}"),
-                voters=() if list(cs.voters) else self.initial_voters,
                 election_tick=sim.cfg.election_tick,
                 heartbeat_tick=sim.cfg.heartbeat_tick,
                 applied=snap.metadata.index,
@@ -142,9 +228,33 @@ class SimNode:
                 check_quorum=sim.cfg.check_quorum,
             )
         )
+        self.instrument(self.rn.raft)
         self.restore_sm(snap.data, snap.metadata.index)
-        self.confs = [(snap.metadata.index, cs if list(cs.voters) else ConfState(voters=self.initial_voters))]
+        self.confs = [(snap.metadata.index, snap.metadata.conf_state)]
+        self.set_ref_conf(snap.metadata.conf_state)
         self.restart_at = None
+
+    def set_ref_conf(self, cs: ConfState) -> None:
+        self.ref_conf = cs
+        self.ref_membership = Membership.from_conf_state(cs)
+
+    def instrument(self, r: Raft) -> None:
+        """Check every election this node wins and every commit index it reaches as leader, as they happen."""
+        sim = self.sim
+        become_leader, maybe_commit = r.become_leader, r._maybe_commit
+
+        def checked_become_leader() -> None:
+            sim.check_election(r)
+            become_leader()
+
+        def checked_maybe_commit() -> bool:
+            moved = maybe_commit()
+            if moved:
+                sim.check_commit(r)
+            return moved
+
+        r.become_leader = checked_become_leader
+        r._maybe_commit = checked_maybe_commit
 
     def crash(self) -> None:
         self.rn = None
@@ -225,16 +335,24 @@ class SimNode:
         if rd.snapshot is not None:
             self.restore_sm(rd.snapshot.data, rd.snapshot.metadata.index)
             self.confs = [(rd.snapshot.metadata.index, rd.snapshot.metadata.conf_state)]
+            self.set_ref_conf(rd.snapshot.metadata.conf_state)
         for e in rd.committed_entries:
             if e.index != self.applied + 1:
                 raise SafetyViolation(f"node {self.id} applied {e.index} after {self.applied}")
             sim.record_applied(self.id, e.index, e.term, e.data)
             self.applied = e.index
-            if e.type == EntryConfChange:
-                cc = ConfChange.FromString(e.data)
+            if e.type in (EntryConfChange, EntryConfChangeV2):
+                cc = decode_conf_change(e)
                 assert self.rn is not None
-                self.confs.append((e.index, self.rn.apply_conf_change(cc)))
-                sim.on_conf_change(cc, e.index)
+                was_leader = self.rn.raft.state is StateType.LEADER
+                cs = self.rn.apply_conf_change(cc)
+                if was_leader and self.rn.raft.state is not StateType.LEADER:
+                    sim.stats["leaders_removed"] += 1  # it stepped down: the change took its vote away
+                self.set_ref_conf(reference_conf(self.ref_conf, cc))
+                if conf_key(cs) != conf_key(self.ref_conf):
+                    raise SafetyViolation(f"node {self.id} applied {cc} at {e.index}: {cs} instead of {self.ref_conf}")
+                self.confs.append((e.index, cs))
+                sim.on_conf_change(e.index, cs)
             elif e.type == EntryNormal and e.data:
                 self.sm.append((e.index, e.data))
                 if sim.proposer.get(e.data) == self.id:
@@ -258,6 +376,11 @@ class Sim:
         self.next_id = cfg.nodes + 1
         self.retired: set[int] = set()
         self.conf_changes: set[int] = set()  # indexes of the applied configuration changes
+        self.conf_at: dict[int, ConfKey] = {}  # index of a change -> the configuration it led to, on every node
+        self.last_conf_index = 0
+        self.leaving: dict[int, int] = {}  # a removed server -> the index of the change that removed it
+        self.removed: set[int] = set()  # every server ever removed
+        self.current_conf = ConfState()  # the configuration of the latest change applied anywhere
         self.now = 0
         self.seq = 0
         self.queue: list[tuple[int, int, int, int, int, bytes]] = []  # (at, seq, kind, from, to, message)
@@ -283,6 +406,15 @@ class Sim:
                 "reads_served",
                 "transfers",
                 "conf_proposed",
+                "conf_refused",
+                "joint_entered",
+                "joint_left",
+                "auto_leaves",
+                "joint_elections",
+                "joint_commits",
+                "learners_added",
+                "learners_promoted",
+                "leaders_removed",
                 "crashes_before_save",
             ),
             0,
@@ -395,7 +527,7 @@ class Sim:
         lead = self.leader()
         if lead is None or lead.rn is None:
             return
-        targets = [i for i in lead.rn.raft.prs.voters() if i != lead.id]
+        targets = [i for i in lead.rn.raft.prs.voter_ids() if i != lead.id]
         if not targets:
             return
         target = self.rng.choice(targets)
@@ -407,38 +539,102 @@ class Sim:
         return [i for i in self.nodes if i not in self.retired]
 
     def change_membership(self) -> None:
-        """The leader proposes adding a voter or learner, promoting a learner, or removing a member."""
+        """Propose a random membership change, usually on the leader, sometimes on a follower (which forwards it).
+        Some are refused (e.g. one made while another is pending): the leader's checks are exercised too."""
         lead = self.leader()
         if lead is None or lead.rn is None:
             return
-        voters, learners = lead.rn.raft.prs.voters(), lead.rn.raft.prs.learners()
-        rng = self.rng
-        add = len(voters) <= 3 or (len(voters) < 5 and rng.random() < 0.5)
-        if add and learners and rng.random() < 0.4:
-            cc = ConfChange(type=ConfChangeType.ConfChangeAddNode, node_id=rng.choice(learners))
-        elif add:
-            kind = ConfChangeType.ConfChangeAddNode if rng.random() < 0.7 else ConfChangeType.ConfChangeAddLearnerNode
-            cc = ConfChange(type=kind, node_id=self.next_id)
-            self.next_id += 1
-        else:
-            cc = ConfChange(type=ConfChangeType.ConfChangeRemoveNode, node_id=rng.choice(voters + learners))
+        cc = self.random_conf_change(lead.rn.conf_state())
+        proposer = lead
+        if self.rng.random() < 0.2:
+            proposer = self.rng.choice([n for n in self.nodes.values() if n.rn is not None])
+        assert proposer.rn is not None
         self.stats["conf_proposed"] += 1
-        with contextlib.suppress(ProposalDroppedError):
-            lead.rn.propose_conf_change(cc)
-        lead.handle_ready()
+        try:
+            proposer.rn.propose_conf_change(cc)
+        except ConfChangeRefusedError:
+            self.stats["conf_refused"] += 1
+        except ProposalDroppedError:
+            pass
+        proposer.handle_ready()
 
-    def on_conf_change(self, cc: ConfChange, index: int) -> None:
-        """A node applied a configuration change: start an added server, stop a removed one."""
+    def new_id(self) -> int:
+        self.next_id += 1
+        return self.next_id - 1
+
+    def random_conf_change(self, cs: ConfState) -> ConfChange | ConfChangeV2:
+        rng = self.rng
+        if cs.voters_outgoing and (not cs.auto_leave or rng.random() < 0.2):
+            return LEAVE  # an explicit leave (when the leader is about to leave by itself, it refuses this one)
+        if rng.random() < 0.03:
+            return LEAVE if not cs.voters_outgoing else v2((ADD, self.new_id()))  # invalid: refused
+        # Like etcd's cluster membership, the operator never reuses the id of a removed server (the leader's view may
+        # be stale and still list one).
+        voters = [i for i in cs.voters if i not in self.removed]
+        learners = [i for i in cs.learners if i not in self.removed]
+        picks: list[tuple[ConfChangeType.ValueType, int]] = []
+        n_changes = rng.choice([2, 2, 3]) if rng.random() < self.cfg.joint_share else 1
+        for _ in range(n_changes):
+            options = []
+            if len(members_of(cs)) + len(picks) < 8:
+                options += [(LEARNER, self.new_id), (ADD, self.new_id)]
+            if learners:
+                options.append((ADD, lambda: rng.choice(learners)))  # promote
+            if len(voters) > 1:
+                options += [(REMOVE, lambda: rng.choice(voters)), (LEARNER, lambda: rng.choice(voters))]  # demote
+            if learners:
+                options.append((REMOVE, lambda: rng.choice(learners)))
+            t, pick = rng.choice(options)
+            picks.append((t, pick()))
+        if len(picks) == 1 and rng.random() < 0.5:
+            return ConfChange(type=picks[0][0], node_id=picks[0][1])
+        return v2(*picks, transition=rng.choice([AUTO, AUTO, IMPLICIT, EXPLICIT]))
+
+    def on_conf_change(self, index: int, cs: ConfState) -> None:
+        """A node applied the configuration change at ``index``. Every node must reach the same configuration
+        there; the first to apply it starts the servers it adds and stops those no longer in the configuration."""
+        key = conf_key(cs)
+        seen = self.conf_at.setdefault(index, key)
+        if seen != key:
+            raise SafetyViolation(f"the change at {index} led to {key} on one node and {seen} on another")
         self.conf_changes.add(index)
-        nid = cc.node_id
-        if cc.type in (ConfChangeType.ConfChangeAddNode, ConfChangeType.ConfChangeAddLearnerNode):
+        if index <= self.last_conf_index:
+            self.retire_removed()
+            return
+        prev, self.current_conf, self.last_conf_index = self.current_conf, cs, index
+        stats = self.stats
+        if cs.voters_outgoing and not prev.voters_outgoing:
+            stats["joint_entered"] += 1
+        if prev.voters_outgoing and not cs.voters_outgoing:
+            stats["joint_left"] += 1
+            stats["auto_leaves"] += prev.auto_leave
+        stats["learners_added"] += len(set(cs.learners) - members_of(prev))
+        stats["learners_promoted"] += len(set(cs.voters) & set(prev.learners))
+        members = members_of(cs)
+        for nid in sorted(members):
             if nid not in self.nodes:
                 self.nodes[nid] = SimNode(self, nid, joiner=True)
-        elif cc.type == ConfChangeType.ConfChangeRemoveNode and nid not in self.retired:
-            self.retired.add(nid)
-            node = self.nodes.get(nid)
-            if node is not None and node.rn is not None and not node.applying:
-                node.crash()
+        if index > self.cfg.nodes:  # past the bootstrap changes, which add the initial members one by one
+            for nid in self.nodes:
+                if nid not in members and nid not in self.retired:
+                    self.leaving.setdefault(nid, index)
+                    self.removed.add(nid)
+        self.retire_removed()
+
+    def retire_removed(self) -> None:
+        """Shut down the servers removed from the configuration once a majority of the configuration that removed
+        them has applied the change: those can elect a leader without them. (Stopping a removed server as soon as
+        the change commits could leave the others waiting for its vote: they still work with the old
+        configuration until they learn of the commit.)"""
+        for nid, index in sorted(self.leaving.items()):
+            voters = self.conf_at[index][0]
+            done = sum(1 for v in voters if v in self.nodes and self.nodes[v].applied >= index)
+            if done * 2 > len(voters):
+                del self.leaving[nid]
+                self.retired.add(nid)
+                node = self.nodes[nid]
+                if node.rn is not None and not node.applying:
+                    node.crash()
 
     def schedule(self, at: int, kind: int, frm: int = 0, to: int = 0, data: bytes = b"") -> None:
         self.seq += 1
@@ -454,6 +650,8 @@ class Sim:
     def tick_all(self) -> None:
         """One tick of the fake clock: faults, restarts, node ticks, and the events of the coming tick."""
         rng, cfg, now = self.rng, self.cfg, self.now
+        if self.leaving:
+            self.retire_removed()  # servers that caught up through a snapshot do not apply the change itself
         if self.faults:
             if self.blocked and now >= self.partition_until:
                 self.blocked = set()
@@ -526,10 +724,49 @@ class Sim:
         if prev != vote:
             raise SafetyViolation(f"node {id_} voted for {prev} and then {vote} in term {term}")
 
+    def check_election(self, r: Raft) -> None:
+        """A node about to lead its term holds the saved votes of a majority of each half of its configuration."""
+        m = r.prs.membership
+        granted = {v for v in m.voter_ids() if self.votes.get((v, r.term)) == r.id or (v == r.id and r.vote == r.id)}
+        for half in (m.voters, m.voters_outgoing):
+            if half and len(granted & half) * 2 <= len(half):
+                raise SafetyViolation(f"{r.id} leads term {r.term} with the votes of {sorted(granted)} in {m}")
+        self.stats["joint_elections"] += m.joint
+
+    def check_commit(self, r: Raft) -> None:
+        """A leader's commit index is saved on a majority of each half of its configuration (a node whose disk is
+        closed by a crash may hold it: it counts as unknown, not as missing)."""
+        index = r.raft_log.committed
+        term = r.raft_log.term(index)
+        m = r.prs.membership
+        for half in (m.voters, m.voters_outgoing):
+            held = {v for v in half if self.holds(v, index, term) is not False}
+            if half and len(held) * 2 <= len(half):
+                raise SafetyViolation(f"{r.id} committed {index} (term {term}) held by {sorted(held)} only in {m}")
+        self.stats["joint_commits"] += m.joint
+
+    def holds(self, id_: int, index: int, term: int | None) -> bool | None:
+        node = self.nodes.get(id_)
+        if node is None:
+            return False
+        if self.cfg.disk_dir is not None and node.disk is None:
+            return None
+        try:
+            return node.storage.term(index) == term
+        except CompactedError:
+            return True  # compacted away: applied there, so committed
+        except UnavailableError:
+            return False
+
     def observe(self, node: SimNode) -> None:
-        """Election safety at every step, and leader completeness when a node first leads a term."""
+        """At every step: the node's configuration is the one its applied changes (or the snapshot it is about to
+        apply) lead to, and there is one leader per term; leader completeness when a node first leads a term."""
         assert node.rn is not None
         r = node.rn.raft
+        if r.prs.membership != node.ref_membership:
+            pending_snap = r.raft_log.unstable.snapshot
+            if pending_snap is None or r.prs.membership != Membership.from_conf_state(pending_snap.metadata.conf_state):
+                raise SafetyViolation(f"node {r.id} works with {r.prs.membership} but applied {node.ref_membership}")
         if r.state is not StateType.LEADER:
             return
         other = self.leaders.setdefault(r.term, r.id)

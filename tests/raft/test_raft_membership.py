@@ -7,7 +7,7 @@ import random
 import pytest
 from raft_harness import Network, msg, new_raft, persist, read_messages
 
-from aiowal.raft import Config, MemoryStorage, RawNode, StateType
+from aiowal.raft import ConfChangeRefusedError, Config, MemoryStorage, RawNode, StateType
 from aiowal.raft.messages import MT
 from aiowal.raft.raft import Raft
 from aiowal.raftpb import ConfChange, ConfChangeType, Entry, EntryType
@@ -50,13 +50,14 @@ def test_add_and_remove_voters_and_learners() -> None:
     assert (list(cs.voters), list(cs.learners)) == ([1, 2, 3, 5], [])
     r.apply_conf_change(ConfChange(type=ConfChangeType.ConfChangeUpdateNode, node_id=2))
     assert r.prs.voters() == [1, 2, 3, 5]
-    with pytest.raises(ValueError, match="last voter"):
+    with pytest.raises(ValueError, match="removes all voters"):
         solo = new_raft(1, [1])
         solo.apply_conf_change(ConfChange(type=REMOVE, node_id=1))
 
 
 def test_only_one_pending_conf_change() -> None:
-    """A second change proposed before the first is applied becomes an empty entry."""
+    """A second change proposed on the leader before the first is applied is refused; one forwarded from a follower
+    becomes an empty entry."""
     r = new_raft(1, [1, 2])
     r.become_candidate()
     r.become_leader()
@@ -64,7 +65,10 @@ def test_only_one_pending_conf_change() -> None:
     r.step(msg(MT.MsgAppResp, 2, 1, term=1, index=1))
     apply_committed(r)
     r.step(msg(MT.MsgProp, 1, 1, entries=[cc_entry(ADD, 3)]))
-    r.step(msg(MT.MsgProp, 1, 1, entries=[cc_entry(ADD, 4)]))
+    with pytest.raises(ConfChangeRefusedError, match="not applied yet"):
+        r.step(msg(MT.MsgProp, 1, 1, entries=[cc_entry(ADD, 4)]))
+    assert r.raft_log.last_index() == 2
+    r.step(msg(MT.MsgProp, 2, 1, entries=[cc_entry(ADD, 4)]))
     persist(r)
     ents = r.raft_log.slice(2, 4, None)
     assert [e.type for e in ents] == [EntryType.EntryConfChange, EntryType.EntryNormal]
@@ -84,7 +88,9 @@ def test_new_leader_waits_for_earlier_conf_changes() -> None:
     r.become_candidate()
     r.become_leader()
     assert r.pending_conf_index == 2
-    r.step(msg(MT.MsgProp, 1, 1, entries=[cc_entry(ADD, 3)]))
+    with pytest.raises(ConfChangeRefusedError, match="index 2 is not applied"):
+        r.step(msg(MT.MsgProp, 1, 1, entries=[cc_entry(ADD, 3)]))
+    r.step(msg(MT.MsgProp, 2, 1, entries=[cc_entry(ADD, 3)]))
     assert r.raft_log.slice(4, 5, None)[0].type == EntryType.EntryNormal
 
 

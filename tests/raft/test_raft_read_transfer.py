@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from raft_harness import Network, msg, new_raft, persist, read_messages
+from raft_harness import Network, msg, new_raft, persist, read_messages, storage_with
 
 from aiowal.raft import ProposalDroppedError, ReadState, StateType
 from aiowal.raft.messages import MT
 from aiowal.raft.raft import Raft
-from aiowal.raftpb import Entry
+from aiowal.raftpb import Entry, HardState
 
 
 def read_index(net: Network, id_: int, ctx: bytes) -> None:
@@ -162,3 +162,18 @@ def test_timeout_now_ignored_by_candidate() -> None:
     r.step(msg(MT.MsgTimeoutNow, 1, 2, term=r.term))
     assert r.state is StateType.CANDIDATE
     assert r.term == 1
+
+
+def test_single_voter_leader_answers_reads_only_once_its_term_has_a_committed_entry() -> None:
+    """Regression (found by the simulation with membership changes): a single voter restarted with a commit index
+    behind its log (it had told its learners of a later commit before saving it, then crashed) answered a read at
+    once with that older commit index, below entries already applied elsewhere."""
+    st = storage_with([(1, 1), (2, 1), (3, 1)], HardState(term=1, vote=1, commit=2))
+    r = new_raft(1, [1], storage=st)
+    r.step(msg(MT.MsgHup, 1, 1))
+    assert r.state is StateType.LEADER and r.raft_log.committed == 2
+    r.step(msg(MT.MsgReadIndex, 1, 1, entries=[Entry(data=b"ctx")]))
+    assert r.read_states == []  # entry 3 may be committed: wait for this term's first entry
+    persist(r)
+    assert r.raft_log.committed == 4
+    assert r.read_states == [ReadState(4, b"ctx")]

@@ -5,9 +5,12 @@ returns, and ``advance()``. It reads the stable log only through the etcd Storag
 Implemented: elections with randomized timeouts, pre-vote, check-quorum and leader lease; replication with
 probe / replicate / snapshot progress and a bounded in-flight window; fast backtracking with reject hints;
 commit of current-term entries only (the leader counts its own entries once saved); snapshots sent to followers
-behind a compacted log and restored by them; linearizable reads (read index); leader transfer; single-server
-membership changes (``ConfChange``: add or remove a voter or learner) applied from committed entries.
-Not implemented: joint consensus (``ConfChangeV2``), lease-based reads, proposal size limits.
+behind a compacted log and restored by them; linearizable reads (read index); leader transfer; membership
+changes applied from committed entries: single-server ones (``ConfChange``: add or remove a voter or learner) and
+joint consensus (``ConfChangeV2``: several changes at once through a joint configuration whose decisions need a
+majority of both the old and the new voters, left automatically or by an explicit empty change); learners, which
+receive the log but never vote. A leader removed from the configuration steps down once the change is applied.
+Not implemented: lease-based reads, proposal size limits.
 
 A node's loop::
 
@@ -17,23 +20,30 @@ A node's loop::
         rd = rn.ready()
         st.save(rd.hard_state, rd.entries, rd.snapshot)  # a leader may send rd.messages first
         send(rd.messages)
-        apply(rd.snapshot, rd.committed_entries)  # rn.apply_conf_change(cc) for EntryConfChange entries
+        apply(rd.snapshot, rd.committed_entries)  # rn.apply_conf_change(cc) for configuration-change entries
         rn.advance(rd)
 """
 
 from aiowal.raft.log import RaftInvariantError, RaftLog, Unstable
+from aiowal.raft.membership import ConfChangeError, Membership
 from aiowal.raft.memory import MemoryStorage
 from aiowal.raft.messages import NONE
-from aiowal.raft.progress import Inflights, Progress, ProgressState, ProgressTracker
-from aiowal.raft.raft import Config, ProposalDroppedError, Raft, StateType
+from aiowal.raft.progress import Inflights, Progress, ProgressState
+from aiowal.raft.raft import ConfChangeRefusedError, Config, ProposalDroppedError, Raft, StateType, decode_conf_change
 from aiowal.raft.rawnode import RawNode, Ready, SoftState
 from aiowal.raft.readonly import ReadState
+from aiowal.raft.status import MemberProgress, Status
 from aiowal.raft.storage import Storage
+from aiowal.raft.tracker import ProgressTracker
 
 __all__ = [
     "NONE",
+    "ConfChangeError",
+    "ConfChangeRefusedError",
     "Config",
     "Inflights",
+    "MemberProgress",
+    "Membership",
     "MemoryStorage",
     "Progress",
     "ProgressState",
@@ -47,6 +57,8 @@ __all__ = [
     "Ready",
     "SoftState",
     "StateType",
+    "Status",
     "Storage",
     "Unstable",
+    "decode_conf_change",
 ]

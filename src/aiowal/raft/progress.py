@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from collections.abc import Iterable
 
 
 class ProgressState(enum.Enum):
@@ -120,89 +119,3 @@ class Progress:
         if self.state is ProgressState.REPLICATE:
             return self.inflights.full()
         return True
-
-
-class ProgressTracker:
-    """The progress of every voter and learner, and the votes of the current election."""
-
-    def __init__(self, max_inflight: int) -> None:
-        self.max_inflight = max_inflight
-        self.progress: dict[int, Progress] = {}
-        self.votes: dict[int, bool] = {}
-
-    def set_members(self, voters: Iterable[int], learners: Iterable[int], next_index: int) -> None:
-        progress: dict[int, Progress] = {}
-        for id_ in sorted(set(voters)):
-            progress[id_] = self.progress.get(id_) or Progress(next_index, self.max_inflight)
-            progress[id_].is_learner = False
-        for id_ in sorted(set(learners)):
-            if id_ in progress:
-                raise ValueError(f"{id_} is both a voter and a learner")
-            progress[id_] = self.progress.get(id_) or Progress(next_index, self.max_inflight)
-            progress[id_].is_learner = True
-        self.progress = progress
-
-    def reset_progress(self, last_index: int, self_id: int, self_match: int) -> None:
-        """Fresh progress for everyone (a new term): only this node is known to hold anything (up to ``self_match``,
-        what it has saved)."""
-        for id_, pr in self.progress.items():
-            fresh = Progress(last_index + 1, self.max_inflight, is_learner=pr.is_learner)
-            if id_ == self_id:
-                fresh.match = self_match
-                fresh.recent_active = True
-            self.progress[id_] = fresh
-
-    def voters(self) -> list[int]:
-        return [id_ for id_, pr in self.progress.items() if not pr.is_learner]
-
-    def learners(self) -> list[int]:
-        return [id_ for id_, pr in self.progress.items() if pr.is_learner]
-
-    def is_singleton(self) -> bool:
-        return len(self.voters()) == 1
-
-    def quorum(self) -> int:
-        return len(self.voters()) // 2 + 1
-
-    def committed(self) -> int:
-        """The largest index replicated on a quorum of voters."""
-        matches = sorted((pr.match for pr in self.progress.values() if not pr.is_learner), reverse=True)
-        if not matches:
-            return 0
-        return matches[len(matches) // 2]
-
-    def has_quorum(self, ids: set[int]) -> bool:
-        return sum(1 for id_ in self.voters() if id_ in ids) >= self.quorum()
-
-    def quorum_active(self, self_id: int) -> bool:
-        active = sum(
-            1 for id_, pr in self.progress.items() if not pr.is_learner and (pr.recent_active or id_ == self_id)
-        )
-        return active >= self.quorum()
-
-    def reset_votes(self) -> None:
-        self.votes = {}
-
-    def record_vote(self, id_: int, granted: bool) -> None:
-        self.votes.setdefault(id_, granted)
-
-    def tally_votes(self) -> tuple[int, int, VoteResult]:
-        granted = rejected = 0
-        for id_ in self.voters():
-            v = self.votes.get(id_)
-            if v is True:
-                granted += 1
-            elif v is False:
-                rejected += 1
-        q = self.quorum()
-        if granted >= q:
-            return granted, rejected, VoteResult.WON
-        if len(self.voters()) - rejected < q:
-            return granted, rejected, VoteResult.LOST
-        return granted, rejected, VoteResult.PENDING
-
-
-class VoteResult(enum.Enum):
-    PENDING = "pending"
-    LOST = "lost"
-    WON = "won"

@@ -1,16 +1,20 @@
 """The Raft state machine after etcd raft's raft.go: elections (pre-vote, check-quorum, leader lease), log
-replication with flow control, snapshots, linearizable reads (read index), leader transfer and single-server
-membership changes."""
+replication with flow control, snapshots, linearizable reads (read index), leader transfer and membership changes
+(single-server and joint consensus)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import random
 from collections.abc import Callable, Sequence
 
+from google.protobuf.message import DecodeError
+
 from aiowal.errors import CompactedError, SnapshotTemporarilyUnavailableError
 from aiowal.raft.log import RaftInvariantError, RaftLog
+from aiowal.raft.membership import ConfChangeError, Membership, apply_change, as_v2
 from aiowal.raft.messages import (
     CAMPAIGN_TRANSFER,
     FORWARDED_MSGS,
@@ -21,12 +25,14 @@ from aiowal.raft.messages import (
     new_message,
     vote_resp_type,
 )
-from aiowal.raft.progress import ProgressState, ProgressTracker, VoteResult
+from aiowal.raft.progress import ProgressState
+from aiowal.raft.quorum import VoteResult
 from aiowal.raft.readonly import ReadOnly, ReadState
 from aiowal.raft.storage import Storage
+from aiowal.raft.tracker import ProgressTracker
 from aiowal.raftpb import (
     ConfChange,
-    ConfChangeType,
+    ConfChangeV2,
     ConfState,
     Entry,
     EntryType,
@@ -49,6 +55,25 @@ class ProposalDroppedError(Exception):
 
     def __init__(self, message: str = "raft proposal dropped") -> None:
         super().__init__(message)
+
+
+class ConfChangeRefusedError(ProposalDroppedError):
+    """The leader refused a configuration change proposed on it: another one is not applied yet, the change does
+    not fit the current configuration (e.g. a simple change while joint, leaving a configuration that is not joint,
+    removing every voter), or its data does not decode. A change forwarded from a follower is refused the same way
+    but silently, as etcd does: the leader logs an empty entry in its place."""
+
+
+CONF_CHANGE_TYPES = (EntryType.EntryConfChange, EntryType.EntryConfChangeV2)
+
+
+def decode_conf_change(e: Entry) -> ConfChange | ConfChangeV2:
+    """The configuration change an EntryConfChange or EntryConfChangeV2 entry holds (empty data: leave joint)."""
+    if e.type == EntryType.EntryConfChange:
+        return ConfChange.FromString(e.data)
+    if e.type == EntryType.EntryConfChangeV2:
+        return ConfChangeV2.FromString(e.data)
+    raise ValueError(f"entry {e.index} is not a configuration change")
 
 
 @dataclasses.dataclass
@@ -89,15 +114,15 @@ class Raft:
         self.rng = config.rng
         self.raft_log = RaftLog(config.storage, config.max_committed_size_per_ready)
         hs, cs = config.storage.initial_state()
-        voters, learners = list(cs.voters), list(cs.learners)
-        if voters or learners:
+        if cs.voters or cs.learners or cs.voters_outgoing or cs.learners_next:
             if config.voters or config.learners:
                 raise ValueError("cannot pass voters or learners when restarting from a storage with a ConfState")
+            membership = Membership.from_conf_state(cs)
         else:
-            voters, learners = list(config.voters), list(config.learners)
+            membership = Membership.of(config.voters, config.learners)
         self.max_msg_size = config.max_size_per_msg
         self.prs = ProgressTracker(config.max_inflight_msgs)
-        self.prs.set_members(voters, learners, self.raft_log.last_index() + 1)
+        self.prs.set_membership(membership, self.raft_log.last_index() + 1)
         self.term = 0
         self.vote = NONE
         self.lead = NONE
@@ -108,6 +133,7 @@ class Raft:
         self.pending_read_index_msgs: list[Message] = []
         self.lead_transferee = NONE
         self.pending_conf_index = 0
+        self.leaving_index = 0
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
         self.check_quorum = config.check_quorum
@@ -131,7 +157,8 @@ class Raft:
         return HardState(term=self.term, vote=self.vote, commit=self.raft_log.committed)
 
     def conf_state(self) -> ConfState:
-        return ConfState(voters=self.prs.voters(), learners=self.prs.learners())
+        """The configuration in force: the one of the last change applied (or of the snapshot restored)."""
+        return self.prs.conf_state()
 
     def _load_state(self, hs: HardState) -> None:
         if hs.commit < self.raft_log.committed or hs.commit > self.raft_log.last_index():
@@ -161,6 +188,7 @@ class Raft:
         self.read_only = ReadOnly()
         self.pending_read_index_msgs = []
         self.pending_conf_index = 0
+        self.leaving_index = 0
 
     def become_follower(self, term: int, lead: int) -> None:
         self._step = self._step_follower
@@ -199,8 +227,10 @@ class Raft:
         self.prs.progress[self.id].become_replicate()
         # Entries up to here may hold a configuration change not yet applied: allow no new one before they are.
         self.pending_conf_index = self.raft_log.last_index()
+        self.leaving_index = self._unapplied_self_removal()
         # An empty entry of the new term lets the leader commit the entries of earlier terms.
         self._append_entry([Entry()])
+        self._maybe_auto_leave(broadcast=False)  # the caller broadcasts the new term's entries
 
     # --- persistence ---------------------------------------------------------------------------------------------
     def _stable_last_index(self) -> int:
@@ -240,6 +270,7 @@ class Raft:
             if self.state is StateType.LEADER and self.lead_transferee != NONE:
                 # The transferee did not take over within an election timeout: resume proposals.
                 self.lead_transferee = NONE
+                self._maybe_auto_leave()
         if self.state is not StateType.LEADER:
             return
         if self.heartbeat_elapsed >= self.heartbeat_timeout:
@@ -337,7 +368,7 @@ class Raft:
         log = self.raft_log
         if log.committed > log.applied:
             unapplied = log.slice(max(log.applied + 1, log.first_index()), log.committed + 1, None)
-            if any(e.type == EntryType.EntryConfChange for e in unapplied):
+            if any(e.type in CONF_CHANGE_TYPES for e in unapplied):
                 # The configuration to campaign in is not known until those entries are applied.
                 return
         self._campaign(pre_election, transfer)
@@ -350,14 +381,15 @@ class Raft:
             self.become_candidate()
             vote_msg, term = MT.MsgVote, self.term
         if self._poll(self.id, True) is VoteResult.WON:
-            # A single-voter group wins at once.
+            # A group whose only voter is this node wins at once (and may have learners to catch up).
             if pre_election:
                 self._campaign(False)
             else:
                 self.become_leader()
+                self.bcast_append()
             return
         last_index, last_term = self.raft_log.last_index(), self.raft_log.last_term()
-        for id_ in self.prs.voters():
+        for id_ in self.prs.voter_ids():
             if id_ == self.id:
                 continue
             ctx = CAMPAIGN_TRANSFER if transfer else b""
@@ -435,25 +467,38 @@ class Raft:
                 raise ProposalDroppedError("this node is not in the group")
             if self.lead_transferee != NONE:
                 raise ProposalDroppedError("leadership is being transferred")
+            if self.leaving_index > self.raft_log.applied:
+                # Entries after the change that takes this leader's vote away could reach only part of the nodes:
+                # those of the new configuration that lack them could then not be elected (their logs would be
+                # behind), and the nodes that hold them do not campaign once the change removes them.
+                raise ProposalDroppedError("this leader is leaving the configuration")
             ents = list(m.entries)
+            pending_before = self.pending_conf_index
             for i, e in enumerate(ents):
-                if e.type == EntryType.EntryConfChange:
-                    if self.pending_conf_index > self.raft_log.applied:
-                        # One configuration change at a time: this one is dropped (replaced by an empty entry).
-                        ents[i] = Entry()
-                    else:
-                        self.pending_conf_index = self.raft_log.last_index() + i + 1
+                if e.type not in CONF_CHANGE_TYPES:
+                    continue
+                refusal, after = self._check_conf_change(e)
+                if after is not None:
+                    self.pending_conf_index = self.raft_log.last_index() + i + 1
+                    if self.id not in after.voter_ids():
+                        self.leaving_index = self.pending_conf_index
+                elif msg_from(m) in (NONE, self.id):
+                    # Proposed here: refuse the whole proposal, so that the caller knows.
+                    self.pending_conf_index = pending_before
+                    raise ConfChangeRefusedError(str(refusal))
+                else:
+                    # Forwarded from a follower, which cannot be told: log an empty entry instead (etcd's way).
+                    ents[i] = Entry()
             self._append_entry(ents)
             self.bcast_append()
             return
         if t == MT.MsgReadIndex:
-            if self.prs.is_singleton():
-                self._respond_read_index(m, self.raft_log.committed)
-            elif not self._committed_entry_in_current_term():
-                # The commit index of a new leader may lag: answer once an entry of its term is committed.
+            if not self._committed_entry_in_current_term():
+                # The commit index of a new leader may lag (even a lone voter's: it counts its own entries once
+                # saved): answer once an entry of its term is committed.
                 self.pending_read_index_msgs.append(m)
             else:
-                self._start_read_index(m)
+                self._start_read_index(m)  # a lone voter answers at once: its own ack is the quorum
             return
 
         frm = msg_from(m)
@@ -537,7 +582,12 @@ class Raft:
     def _start_read_index(self, m: Message) -> None:
         ctx = m.entries[0].data
         self.read_only.add_request(self.raft_log.committed, m)
-        self.read_only.recv_ack(self.id, ctx)
+        acks = self.read_only.recv_ack(self.id, ctx)
+        if acks is not None and self.prs.has_quorum(acks):
+            # This node alone is a quorum (e.g. the joint configuration {self} && {self}): nobody else must confirm.
+            for rs in self.read_only.advance(ctx):
+                self._respond_read_index(rs.req, rs.index)
+            return
         self.bcast_heartbeat(ctx)
 
     def _release_pending_read_index(self) -> None:
@@ -661,39 +711,54 @@ class Raft:
         snap = Snapshot()
         snap.CopyFrom(s)
         self.raft_log.restore(snap)
-        self.prs.set_members(cs.voters, cs.learners, self.raft_log.last_index() + 1)
+        self.prs.set_membership(Membership.from_conf_state(cs), self.raft_log.last_index() + 1)
         self.prs.reset_progress(self.raft_log.last_index(), self.id, self.raft_log.last_index())
         return True
 
     # --- membership --------------------------------------------------------------------------------------------
-    def apply_conf_change(self, cc: ConfChange) -> ConfState:
-        """Apply a committed single-server change: add or remove a voter or a learner (UpdateNode changes nothing)."""
-        voters, learners = set(self.prs.voters()), set(self.prs.learners())
-        nid = cc.node_id
-        if nid == NONE:
-            return self.conf_state()
-        if cc.type == ConfChangeType.ConfChangeAddNode:
-            learners.discard(nid)
-            voters.add(nid)
-        elif cc.type == ConfChangeType.ConfChangeAddLearnerNode:
-            voters.discard(nid)
-            learners.add(nid)
-        elif cc.type == ConfChangeType.ConfChangeRemoveNode:
-            voters.discard(nid)
-            learners.discard(nid)
-        if not voters:
-            raise ValueError("removing the last voter")
-        last = self.raft_log.last_index()
-        before = set(self.prs.progress)
-        # New members are probed at the last index, so that they get a MsgApp right away.
-        self.prs.set_members(voters, learners, max(last, 1))
-        for id_ in set(self.prs.progress) - before:
-            # A new member counts as active, or check-quorum could depose the leader before it answers.
-            self.prs.progress[id_].recent_active = True
+    def _check_conf_change(self, e: Entry) -> tuple[str, None] | tuple[None, Membership]:
+        """(why not, None) if the leader will not log the configuration change in ``e`` now, or (None, the
+        configuration it leads to)."""
+        applied, pending = self.raft_log.applied, self.pending_conf_index
+        if pending > applied:
+            return f"the configuration change at index {pending} is not applied yet (applied {applied})", None
+        try:
+            cc = decode_conf_change(e)
+        except DecodeError as exc:
+            return f"undecodable configuration change: {exc}", None
+        wants_leave = not as_v2(cc).changes
+        if self.prs.is_joint() and not wants_leave:
+            return "the configuration is joint: leave it first", None
+        if not self.prs.is_joint() and wants_leave:
+            return "the configuration is not joint: nothing to leave", None
+        try:
+            return None, apply_change(self.prs.membership, cc)
+        except ConfChangeError as exc:
+            return str(exc), None
+
+    def _unapplied_self_removal(self) -> int:
+        """The index of the last unapplied configuration change in the log if, once the unapplied changes are
+        applied, this node is no longer a voter; else 0."""
+        log = self.raft_log
+        m, last_change = self.prs.membership, 0
+        for e in log.slice(log.applied + 1, log.last_index() + 1, None):
+            if e.type in CONF_CHANGE_TYPES:
+                with contextlib.suppress(ConfChangeError, DecodeError):
+                    m = apply_change(m, decode_conf_change(e))
+                last_change = e.index
+        return last_change if last_change and self.id not in m.voter_ids() else 0
+
+    def apply_conf_change(self, cc: ConfChange | ConfChangeV2) -> ConfState:
+        """Apply a committed configuration change and return the configuration now in force. Raises ConfChangeError
+        (and changes nothing) if it does not fit the current configuration, which a change the leader accepted
+        always does; every node would refuse it alike."""
+        m = apply_change(self.prs.membership, cc)
+        self.prs.set_membership(m, max(self.raft_log.last_index(), 1))
         if self.state is StateType.LEADER:
             pr = self.prs.progress.get(self.id)
             if pr is None or pr.is_learner:
-                # Removed or demoted: stop leading; the remaining voters elect a leader among themselves.
+                # Removed or demoted: stop leading. The remaining voters elect a leader among themselves, which
+                # commits this change if they have not learnt of its commit yet.
                 self.become_follower(self.term, NONE)
             else:
                 if self._maybe_commit():
@@ -702,6 +767,27 @@ class Raft:
                     for id_ in self.prs.progress:
                         if id_ != self.id:
                             self._send_append(id_, send_if_empty=False)
-                if self.lead_transferee != NONE and self.lead_transferee not in voters:
+                if self.lead_transferee != NONE and self.lead_transferee not in m.voter_ids():
                     self.lead_transferee = NONE
         return self.conf_state()
+
+    def applied_to(self, index: int) -> None:
+        """The application has applied the entries up to ``index``."""
+        self.raft_log.applied_to(index)
+        self._maybe_auto_leave()
+
+    def _maybe_auto_leave(self, broadcast: bool = True) -> None:
+        """A leader whose joint configuration is to be left automatically proposes the leave (an empty
+        ConfChangeV2) once the change that entered it is applied."""
+        if (
+            self.state is StateType.LEADER
+            and self.prs.membership.auto_leave
+            and self.raft_log.applied >= self.pending_conf_index
+            and self.lead_transferee == NONE
+        ):
+            self.pending_conf_index = self.raft_log.last_index() + 1
+            if self.id not in self.prs.membership.voters:
+                self.leaving_index = self.pending_conf_index
+            self._append_entry([Entry(type=EntryType.EntryConfChangeV2)])
+            if broadcast:
+                self.bcast_append()

@@ -8,7 +8,18 @@ from collections.abc import Sequence
 from aiowal.raft.messages import MT, NONE, is_local_msg, new_message
 from aiowal.raft.raft import Config, ProposalDroppedError, Raft, StateType
 from aiowal.raft.readonly import ReadState
-from aiowal.raftpb import ConfChange, ConfState, Entry, EntryType, HardState, Message, MessageType, Snapshot
+from aiowal.raft.status import Status
+from aiowal.raftpb import (
+    ConfChange,
+    ConfChangeV2,
+    ConfState,
+    Entry,
+    EntryType,
+    HardState,
+    Message,
+    MessageType,
+    Snapshot,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,16 +86,24 @@ class RawNode:
         m = new_message(MT.MsgProp, NONE, self.raft.id, entries=[Entry(data=d) for d in data])
         self.raft.step(m)
 
-    def propose_conf_change(self, cc: ConfChange) -> None:
-        """Propose a single-server membership change. Once its entry is committed, call ``apply_conf_change``.
-        The leader drops (replaces with an empty entry) a change proposed while an earlier one is unapplied."""
-        data = cc.SerializeToString()
-        m = new_message(MT.MsgProp, NONE, self.raft.id, entries=[Entry(type=EntryType.EntryConfChange, data=data)])
+    def propose_conf_change(self, cc: ConfChange | ConfChangeV2) -> None:
+        """Propose a membership change: a single-server ``ConfChange`` (an EntryConfChange entry) or a
+        ``ConfChangeV2`` (an EntryConfChangeV2 entry: several changes through a joint configuration, or the empty
+        change that leaves one). Once its entry is committed, call ``apply_conf_change``. On the leader a change
+        that cannot be taken now raises ConfChangeRefusedError; a follower forwards it to the leader, which logs
+        an empty entry in its place."""
+        t = EntryType.EntryConfChangeV2 if isinstance(cc, ConfChangeV2) else EntryType.EntryConfChange
+        m = new_message(MT.MsgProp, NONE, self.raft.id, entries=[Entry(type=t, data=cc.SerializeToString())])
         self.raft.step(m)
 
-    def apply_conf_change(self, cc: ConfChange) -> ConfState:
-        """Apply a committed configuration change (in log order, as part of applying committed entries)."""
+    def apply_conf_change(self, cc: ConfChange | ConfChangeV2) -> ConfState:
+        """Apply a committed configuration change (in log order, as part of applying committed entries) and return
+        the configuration now in force, to keep with the state machine for its snapshots."""
         return self.raft.apply_conf_change(cc)
+
+    def conf_state(self) -> ConfState:
+        """The configuration in force (voters, learners and, while joint, voters_outgoing and learners_next)."""
+        return self.raft.conf_state()
 
     def read_index(self, ctx: bytes) -> None:
         """Ask for a linearizable read: a ``ReadState`` with ``ctx`` comes back in a later Ready; serve the read
@@ -173,7 +192,7 @@ class RawNode:
             self._prev_hard = rd.hard_state
         applied = rd.applied_cursor()
         if applied:
-            log.applied_to(applied)
+            r.applied_to(applied)
         if rd.entries:
             e = rd.entries[-1]
             r.stable_to(e.index, e.term)
@@ -185,18 +204,9 @@ class RawNode:
     def id(self) -> int:
         return self.raft.id
 
-    def status(self) -> dict[str, object]:
-        r = self.raft
-        return {
-            "id": r.id,
-            "term": r.term,
-            "vote": r.vote,
-            "commit": r.raft_log.committed,
-            "applied": r.raft_log.applied,
-            "lead": r.lead,
-            "state": r.state.value,
-            "progress": {id_: repr(pr) for id_, pr in r.prs.progress.items()} if r.state is StateType.LEADER else {},
-        }
+    def status(self) -> Status:
+        """Role, term, indexes, configuration and, on the leader, every member's progress (match, next, state)."""
+        return Status.of(self.raft)
 
 
 __all__ = ["ProposalDroppedError", "RawNode", "Ready", "SoftState"]
