@@ -25,7 +25,7 @@ from benchmarks.common import Config, Scratch, interleave, limit, payload, ratio
 def build(path: str, n: int, entry_bytes: int, batch: int) -> None:
     """Grow the log at ``path`` (new or not) to ``n`` entries with save batches of ``batch``."""
     data = payload(entry_bytes, seed=4)
-    with DiskStorage.open(path) as st:
+    with DiskStorage.open(path, hard_sync=False) as st:  # the fill; close() makes it durable
         for first in range(st.last_index() + 1, n + 1, batch):
             stop = min(first + batch, n + 1)
             st.save(entries=[Entry(term=1, index=i, type=EntryNormal, data=data) for i in range(first, stop)])

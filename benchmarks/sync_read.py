@@ -25,7 +25,7 @@ def _populate(cfg: Config, scratch: Scratch) -> tuple[str, str]:
     n_batches = -(-cfg.read_log_entries // cfg.batch_entries)
     batches = make_batches(1, n_batches, cfg.batch_entries, data)
     wal_dir, db_dir = scratch.fresh("read-aiowal"), scratch.fresh("read-sqlite")
-    with DiskStorage.open(wal_dir) as st:
+    with DiskStorage.open(wal_dir, hard_sync=False) as st:  # the fill (SQLite's is synchronous=OFF too)
         for b in batches:
             st.save(entries=b)
     conn = sqlite_open(db_dir, "OFF")

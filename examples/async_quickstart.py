@@ -20,11 +20,16 @@ from aiowal.raftpb import Entry, HardState
 
 
 async def run(path: str, n: int) -> dict[str, object]:
-    async with await AsyncDiskStorage.open(path, hard_sync=True) as st:
+    async with AsyncDiskStorage.open(path, hard_sync=True) as st:
+        # Continue the log that is there (examples/quickstart.py may have left one at a higher term): its terms
+        # never go down, and save() refuses an entry whose term would.
+        start = st.last_index()
+        hs = st.hard_state()
+        term = max(hs.term, st.term(start), 1)
         # 1. One after another: each save waits for its own sync.
         t0 = time.perf_counter()
-        for i in range(1, 101):
-            await st.save(entries=[Entry(term=1, index=i, data=b"sequential %d" % i)])
+        for i in range(start + 1, start + 101):
+            await st.save(entries=[Entry(term=term, index=i, data=b"sequential %d" % i)])
         seq = st.stats()
         seq_secs = time.perf_counter() - t0
         print(f"sequential: {seq['saves']} saves, {seq['syncs']} syncs, {seq_secs * 1000:.0f} ms")
@@ -35,8 +40,8 @@ async def run(path: str, n: int) -> dict[str, object]:
 
         async def client(index: int) -> None:
             await st.save(
-                hard_state=HardState(term=1, vote=1, commit=index),
-                entries=[Entry(term=1, index=index, data=b"concurrent %d" % index)],
+                hard_state=HardState(term=term, vote=hs.vote or 1, commit=index),
+                entries=[Entry(term=term, index=index, data=b"concurrent %d" % index)],
             )
 
         t0 = time.perf_counter()

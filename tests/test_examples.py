@@ -65,6 +65,20 @@ def test_async_quickstart_shows_group_commit(tmp_path: Path) -> None:
         assert (st.first_index(), st.last_index(), st.hard_state().commit) == (1, 1100, 1100)
 
 
+def test_the_quickstarts_in_the_order_the_docs_give_them(tmp_path: Path) -> None:
+    """docs/quickstart.md runs the synchronous snippet, then the asyncio one, on the same directory: the second
+    continues the log the first left (term 2 from index 5), and nothing is refused or lost."""
+    wal = str(tmp_path / "wal")
+    run_example("quickstart.py", wal)
+    r = run_example("async_quickstart.py", wal, "--saves", "200")
+    assert "concurrent: 200 saves" in r.stdout
+    with DiskStorage.open(wal, read_only=True) as st:
+        assert (st.first_index(), st.last_index(), st.hard_state().commit) == (4, 304, 304)
+        ents = st.entries(4, 305)
+        assert [e.index for e in ents] == list(range(4, 305))
+        assert {e.term for e in ents} == {2}
+
+
 # --- kv_server ----------------------------------------------------------------------------------------------------
 class KV:
     def __init__(self, wal: Path, log: Path) -> None:
