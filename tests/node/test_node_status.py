@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from node_harness import free_ports, leader_of
+from node_harness import free_ports, leader_of, read_file, write_later
 
 from aiowal import AsyncDiskStorage
 from aiowal.node import FollowerProgress, NodeConfig, NotLeaderError, RaftNode
@@ -22,11 +22,11 @@ class Counter:
         self.n += 1
         return index
 
-    def snapshot(self) -> bytes:
-        return str(self.n).encode()
+    def snapshot_to(self, path: str) -> Awaitable[None]:
+        return write_later(path, str(self.n).encode())
 
-    def restore(self, data: bytes) -> None:
-        self.n = int(data or b"0")
+    async def restore_from(self, path: str) -> None:
+        self.n = int(await read_file(path))
 
 
 async def _start(i: int, peers: dict[int, tuple[str, int]], root: Path) -> RaftNode:
