@@ -56,12 +56,15 @@ class SnapshotSender:
     async def send(self, addr: tuple[str, int], msg: Message, path: str, ref: SnapshotRef) -> int:
         """Stream the file of ``ref`` (at ``path``) to the node at ``addr``; returns the bytes sent (fewer than its
         size when the receiver resumed a partial file). Raises SnapshotStreamError, OSError or TimeoutError."""
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(*addr), self.timeout)
+        # asyncio.timeout rather than wait_for throughout: Python 3.11's wait_for can swallow a cancellation.
+        async with asyncio.timeout(self.timeout):
+            reader, writer = await asyncio.open_connection(*addr)
         try:
             body = msg.SerializeToString()
             writer.write(MAGIC + _LEN.pack(len(body)) + body)
-            await asyncio.wait_for(writer.drain(), self.timeout)
-            (offset,) = _OFFSET.unpack(await asyncio.wait_for(reader.readexactly(_OFFSET.size), self.timeout))
+            async with asyncio.timeout(self.timeout):
+                await writer.drain()
+                (offset,) = _OFFSET.unpack(await reader.readexactly(_OFFSET.size))
             if offset > ref.size:
                 raise SnapshotStreamError(f"the receiver claims {offset} bytes of a {ref.size}-byte snapshot")
             sent = 0
@@ -73,10 +76,12 @@ class SnapshotSender:
                     if not data:
                         raise SnapshotStreamError(f"{path} ended {remaining} bytes early")
                     writer.write(data)
-                    await asyncio.wait_for(writer.drain(), self.timeout)
+                    async with asyncio.timeout(self.timeout):
+                        await writer.drain()
                     remaining -= len(data)
                     sent += len(data)
-            status = await asyncio.wait_for(reader.readexactly(1), self.finish_timeout)
+            async with asyncio.timeout(self.finish_timeout):
+                status = await reader.readexactly(1)
             if status != OK:
                 raise SnapshotStreamError("the receiver found the file's checksum wrong")
             return sent
@@ -115,10 +120,11 @@ class SnapshotReceiver:
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One transfer, from just after ``MAGIC``."""
-        (n,) = _LEN.unpack(await asyncio.wait_for(reader.readexactly(_LEN.size), self.timeout))
-        if n > _MAX_HEADER:
-            raise SnapshotStreamError(f"a {n}-byte snapshot header")
-        msg = Message.FromString(await asyncio.wait_for(reader.readexactly(n), self.timeout))
+        async with asyncio.timeout(self.timeout):
+            (n,) = _LEN.unpack(await reader.readexactly(_LEN.size))
+            if n > _MAX_HEADER:
+                raise SnapshotStreamError(f"a {n}-byte snapshot header")
+            msg = Message.FromString(await reader.readexactly(n))
         if msg.type != MessageType.MsgSnap:
             raise SnapshotStreamError(f"a {MessageType.Name(msg.type)} on a snapshot connection")
         ref = SnapshotRef.decode(msg.snapshot.metadata, msg.snapshot.data)
@@ -153,7 +159,8 @@ class SnapshotReceiver:
         async with aiofiles.open(partial, "ab" if offset else "wb") as f:
             remaining = ref.size - offset
             while remaining:
-                data = await asyncio.wait_for(reader.readexactly(min(self.chunk, remaining)), self.timeout)
+                async with asyncio.timeout(self.timeout):
+                    data = await reader.readexactly(min(self.chunk, remaining))
                 crc = crc32c.crc32c(data, value=crc)
                 await f.write(data)
                 remaining -= len(data)

@@ -38,7 +38,10 @@ class _Peer:
         while True:
             frame = await self.queue.get()
             try:
-                _, writer = await asyncio.wait_for(asyncio.open_connection(*self.addr), self.transport.connect_timeout)
+                # asyncio.timeout, not wait_for: under Python 3.11's wait_for a failed connect arriving with a
+                # cancellation (``stop``) swallowed the cancellation and the sender ran on.
+                async with asyncio.timeout(self.transport.connect_timeout):
+                    _, writer = await asyncio.open_connection(*self.addr)
             except (OSError, TimeoutError):
                 self.transport.unreachable(self.id)
                 await asyncio.sleep(backoff)
