@@ -35,18 +35,21 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 	$(BIN)/python -m benchmarks.plot bench-results/latest.json
 
-# The C accelerator under AddressSanitizer and UBSan: the tests that drive it hardest (fixtures, model, bad input,
-# corruption fuzz, C-vs-Python equivalence, the async storage and its sync worker), then the normal build is put
-# back.
+# The C accelerator under AddressSanitizer and UBSan: its own tests and fuzz, then the suites that drive it hardest
+# (fixtures, model, bad input, corruption fuzz, contract, the async storage and its sync worker); then the normal
+# build is put back. PYTHONMALLOC=malloc: Python's own objects in ASan's heap too, so a stale pointer into a list or
+# an object freed by a getter is caught; --capture=sys and no faulthandler: the sanitizers' reports reach stderr.
 SPEEDUPS_SO = $(shell $(BIN)/python -c "import sysconfig; print('src/aiowal/_speedups' + sysconfig.get_config_var('EXT_SUFFIX'))" 2>/dev/null)
+SANITIZE_TESTS = tests/test_speedups.py tests/test_speedups_fuzz.py tests/test_model.py tests/test_bad_input.py \
+	tests/test_dgraph_fixtures.py tests/crash/test_corruption_fuzz.py tests/test_storage_contract.py tests/test_aio.py
 sanitize: $(STAMP)
-	cc -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -shared -fPIC \
+	cc -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -shared -fPIC \
 		-I$$($(BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['include'])") \
 		src/aiowal/_speedups.c -o $(SPEEDUPS_SO)
-	LD_PRELOAD="$$(cc -print-file-name=libasan.so) $$(cc -print-file-name=libubsan.so)" \
+	LD_PRELOAD="$$(cc -print-file-name=libasan.so) $$(cc -print-file-name=libubsan.so)" PYTHONMALLOC=malloc \
 		ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-		$(BIN)/pytest -q -p no:cacheprovider tests/test_speedups.py tests/test_model.py tests/test_bad_input.py \
-		tests/test_dgraph_fixtures.py tests/crash/test_corruption_fuzz.py tests/test_storage_contract.py tests/test_aio.py; \
+		$(BIN)/pytest -q -p no:cacheprovider -p no:faulthandler --capture=sys -m "not soak" \
+		--aiowal-path=c-accelerator $(SANITIZE_TESTS); \
 		status=$$?; $(BIN)/python setup.py -q build_ext --inplace --force; exit $$status
 
 proto: $(STAMP)

@@ -16,6 +16,7 @@ import os
 import random
 import signal
 import socket
+import statistics
 import string
 import subprocess
 import sys
@@ -171,15 +172,16 @@ class Results:
     latencies: dict[int, list[float]]  # every acknowledged write's, all rounds
     round_latency: dict[int, list[dict[str, float]]]
     cpu_us_per_write: dict[int, list[dict[str, float]]]
-    storage: list[dict[str, float]]  # the aiowal leader's storage figures, per round
+    storage: dict[int, list[dict[str, dict[str, float]]]]  # each aiowal node's group commits and syncs, per round
     failed: int = 0
     diverged_warnings: int = 0
 
     @classmethod
     def empty(cls, levels: tuple[int, ...]) -> Results:
-        return cls(
-            {n: [] for n in levels}, {n: [] for n in levels}, {n: [] for n in levels}, {n: [] for n in levels}, []
-        )
+        def per_level() -> dict[int, list[Any]]:
+            return {n: [] for n in levels}
+
+        return cls(per_level(), per_level(), per_level(), per_level(), per_level())
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -189,20 +191,35 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _storage_figures(url: str) -> dict[str, float]:
-    """Group commit and sync figures from a kvnode's /metrics."""
+def _node_counts(url: str) -> dict[str, float]:
+    """A kvnode's storage counters and histogram sums, and the time its write proposals took, from its /metrics."""
     with urllib.request.urlopen(f"{url}/metrics", timeout=5) as resp:
         text = resp.read().decode()
-    values = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples if not s.labels}
-    commits = values["aiowal_storage_entries_per_commit_count"]
-    syncs = values["aiowal_storage_sync_seconds_count"]
+    samples = [s for f in text_string_to_metric_families(text) for s in f.samples]
+    values = {s.name: s.value for s in samples if not s.labels}
+    writes = {s.name: s.value for s in samples if s.labels.get("kind") == "write"}
     return {
-        "entries": values["aiowal_storage_entries_total"],
-        "commits": commits,
-        "syncs": syncs,
-        "entries_per_commit": sig(values["aiowal_storage_entries_per_commit_sum"] / max(commits, 1), 3),
-        "mean_sync_ms": sig(1000 * values["aiowal_storage_sync_seconds_sum"] / max(syncs, 1), 3),
+        "entries": values["aiowal_storage_entries_per_commit_sum"],
+        "commits": values["aiowal_storage_entries_per_commit_count"],
+        "syncs": values["aiowal_storage_sync_seconds_count"],
+        "sync_seconds": values["aiowal_storage_sync_seconds_sum"],
+        "proposals": writes.get("aiowal_raft_proposal_seconds_count", 0.0),
+        "proposal_seconds": writes.get("aiowal_raft_proposal_seconds_sum", 0.0),
     }
+
+
+def _node_figures(before: dict[str, float], after: dict[str, float], elapsed: float) -> dict[str, float]:
+    """Between two readings of ``_node_counts``: entries per group commit, mean sync time, syncs per second and, on
+    the leader, the mean time from proposing a write to its result (the node's share of a write's latency)."""
+    d = {k: after[k] - before[k] for k in after}
+    out = {
+        "entries_per_commit": sig(d["entries"] / max(d["commits"], 1), 3),
+        "mean_sync_ms": sig(1000 * d["sync_seconds"] / max(d["syncs"], 1), 3),
+        "syncs_per_s": sig(d["syncs"] / elapsed, 3),
+    }
+    if d["proposals"]:
+        out["mean_proposal_ms"] = sig(1000 * d["proposal_seconds"] / d["proposals"], 3)
+    return out
 
 
 def _measure_system(system: str, root: str, plan: Plan, res: Results) -> None:
@@ -213,14 +230,25 @@ def _measure_system(system: str, root: str, plan: Plan, res: Results) -> None:
         pids = [p.pid for p in nodes.procs]
         for n in plan.levels:
             cpu0 = {pid: _cpu_seconds(pid) for pid in pids}
-            me0 = time.process_time()
+            disk0 = {url: _node_counts(url) for url in nodes.http.values()} if system == "aiowal" else {}
+            me0, t0 = time.process_time(), time.perf_counter()
             rate, latencies, failed = asyncio.run(drive(leader, n, plan.seconds, plan.warmup))
-            me = time.process_time() - me0
+            me, elapsed = time.process_time() - me0, time.perf_counter() - t0
             cpu = {pid: _cpu_seconds(pid) - cpu0[pid] for pid in pids}
+            if disk0:
+                figures: dict[str, dict[str, float]] = {}
+                for url, before in disk0.items():
+                    f = _node_figures(before, _node_counts(url), elapsed)
+                    followers = sum(1 for name in figures if name != "leader")
+                    figures["leader" if url == leader else f"follower{followers + 1}"] = f
+                res.storage[n].append(figures)
             writes = max(len(latencies), 1) * (plan.seconds + plan.warmup) / plan.seconds  # warm-up's writes too
             res.rates[n].append(rate)
             res.latencies[n].extend(latencies)
-            res.round_latency[n].append(percentiles(latencies, 1000))
+            pct = percentiles(latencies, 1000)
+            res.round_latency[n].append(
+                {"p50": pct["p50"], "p99": pct["p99"], "mean": sig(1000 * statistics.fmean(latencies or [0.0]), 4)}
+            )
             res.cpu_us_per_write[n].append(
                 {
                     "leader": sig(1e6 * cpu[lead_pid] / writes, 3),
@@ -229,8 +257,6 @@ def _measure_system(system: str, root: str, plan: Plan, res: Results) -> None:
                 }
             )
             res.failed += failed
-        if system == "aiowal":
-            res.storage.append(_storage_figures(leader))
     finally:
         nodes.stop()
     res.diverged_warnings += nodes.log_lines(PYSYNCOBJ_DIVERGED)
@@ -258,12 +284,9 @@ def run(cfg: Config, scratch: Scratch) -> dict[str, Any]:
         "latency_ms": {
             s: {str(n): percentiles(res.latencies[n], 1000) for n in plan.levels} for s, res in results.items()
         },
-        "latency_ms_per_round": {
-            s: {str(n): [{"p50": x["p50"], "p99": x["p99"]} for x in res.round_latency[n]] for n in plan.levels}
-            for s, res in results.items()
-        },
+        "latency_ms_per_round": {s: {str(n): res.round_latency[n] for n in plan.levels} for s, res in results.items()},
         "cpu_us_per_write": {s: {str(n): res.cpu_us_per_write[n] for n in plan.levels} for s, res in results.items()},
-        "aiowal_leader_storage": results["aiowal"].storage,
+        "aiowal_storage": {str(n): results["aiowal"].storage[n] for n in plan.levels},
         "failed_requests": {s: res.failed for s, res in results.items()},
         "pysyncobj_diverged_warnings": {s: res.diverged_warnings for s, res in results.items() if s != "aiowal"},
         "ratios": {

@@ -246,7 +246,7 @@ def scratch_dir() -> Iterator[Scratch]:
 
 def settle() -> None:
     """Flush dirty pages and collect the garbage left by the previous measurement, so that neither lands in the
-    next one (a full collection of this process's heap takes 10-45 ms on the benchmark machine)."""
+    next one (a full collection of this process's heap can stall a measurement for tens of milliseconds)."""
     os.sync()
     gc.collect()
 

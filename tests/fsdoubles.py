@@ -3,6 +3,8 @@
 - ``RecordingFS`` performs every call for real and records each mutating one (creations, writes with their bytes,
   truncations, syncs, renames, unlinks, directory syncs) in order, with the path and a stable inode number for every
   file descriptor. The power-loss simulator replays these records to build the states a disk may hold after a crash.
+  It records an fdatasync through the ``FS.synced`` seam, not by replacing ``fdatasync``: ``direct_fdatasync`` stays
+  true, so ``AsyncDiskStorage`` runs its syncs on the C ``SyncWorker`` as in production, and they are recorded too.
 - ``FaultFS`` wraps another ``FS`` and fails the Nth call of a chosen kind with an errno (``ENOSPC``, ``EIO``, ...)
   or with a short write (part of the data written, then ``ENOSPC``), once or from then on.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import errno as errno_mod
 import mmap
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,8 +30,9 @@ class Call:
     """One recorded call.
 
     kind is one of ``create`` (a new file: path, ino), ``write`` (ino, offset, data), ``truncate`` (ino, size),
-    ``sync`` (ino; fdatasync or fsync, see ``how``), ``dirsync`` (path), ``rename`` (path -> dst), ``unlink``
-    (path), ``mkdir`` (path), or ``mark`` (a label put in by the test: ``label`` and ``info``).
+    ``sync`` (ino; fdatasync or fsync, see ``how``; ``thread``: the name of the thread it was recorded on),
+    ``dirsync`` (path), ``rename`` (path -> dst), ``unlink`` (path), ``mkdir`` (path), or ``mark`` (a label put in
+    by the test: ``label`` and ``info``).
     """
 
     kind: str
@@ -41,6 +45,7 @@ class Call:
     how: str = ""
     label: str = ""
     info: Any = None
+    thread: str = ""
 
 
 class RecordingFS(FS):
@@ -123,13 +128,18 @@ class RecordingFS(FS):
         super().ftruncate(fd, size)
         self.calls.append(Call("truncate", path=self.path_of_fd(fd), ino=self._ino_of(fd), size=size))
 
-    def fdatasync(self, fd: int) -> None:
-        super().fdatasync(fd)
-        self.calls.append(Call("sync", path=self.path_of_fd(fd), ino=self._ino_of(fd), how="fdatasync"))
+    def synced(self, fd: int) -> None:
+        """A completed fdatasync: ``FS.fdatasync``'s own, or one the ``SyncWorker`` ran (reported on the loop
+        thread)."""
+        self._record_sync(fd, "fdatasync")
 
     def fsync(self, fd: int) -> None:
         super().fsync(fd)
-        self.calls.append(Call("sync", path=self.path_of_fd(fd), ino=self._ino_of(fd), how="fsync"))
+        self._record_sync(fd, "fsync")
+
+    def _record_sync(self, fd: int, how: str) -> None:
+        thread = threading.current_thread().name
+        self.calls.append(Call("sync", path=self.path_of_fd(fd), ino=self._ino_of(fd), how=how, thread=thread))
 
     # --- directory ---------------------------------------------------------------------------------------------
     def makedirs(self, path: str) -> None:
@@ -307,6 +317,9 @@ class FaultFS(FS):
     # --- pass-through ------------------------------------------------------------------------------------------
     def close(self, fd: int) -> None:
         self.inner.close(fd)
+
+    def synced(self, fd: int) -> None:
+        self.inner.synced(fd)
 
     def size(self, fd: int) -> int:
         return self.inner.size(fd)

@@ -331,6 +331,7 @@ def test_no_blocking_call_on_the_loop_thread(
 
 
 # --- the GIL-free sync worker (C accelerator), used for plain fdatasync steps on the real file system ---------
+@pytest.mark.c_accelerator("sync_worker")
 @pytest.mark.parametrize("loop", LOOPS)
 def test_durable_saves_sync_on_the_gil_free_worker(loop: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from aiowal import syncthread
@@ -385,29 +386,3 @@ def test_a_failed_fdatasync_on_the_worker_fails_the_storage(loop: str, tmp_path:
             await st.close()
 
     run(loop, body)
-
-
-def test_sync_worker_takes_one_request_at_a_time() -> None:
-    import select
-
-    from aiowal import _speedups
-
-    w = _speedups.SyncWorker()
-    fd = os.open(os.devnull, os.O_RDONLY)
-    try:
-        assert w.result() is None  # nothing ran yet
-        w.submit([fd, fd])
-        with pytest.raises(RuntimeError, match="in flight"):
-            w.submit([fd])  # the first one's result has not been taken yet
-        select.select([w.fileno()], [], [], 10)
-        assert w.result() in (0, errno.EINVAL)  # /dev/null may not support fdatasync; either way it reported
-        with pytest.raises(ValueError):
-            w.submit([-1])
-        with pytest.raises(ValueError):
-            w.submit([fd] * 17)
-    finally:
-        os.close(fd)
-        w.close()
-        w.close()  # idempotent
-    with pytest.raises(RuntimeError, match="closed"):
-        w.submit([0])

@@ -532,3 +532,30 @@ def test_snapshot_with_bad_metadata_type(tmp_path: Path) -> None:
     _unchanged(st)
     st.close()
     assert os.path.exists(tmp_path / "wal.meta")
+
+
+# --- errors name the real cause ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["00001.wal", "00002.wal"])
+def test_a_log_file_of_random_bytes_is_corruption_naming_it(tmp_path: Path, name: str) -> None:
+    """Random bytes in a .wal (the only file, or beside a healthy log) are damage, named as such: not "encrypted
+    but encryption key is nil" (a random key id is not an encrypted file in a directory without KEYREGISTRY)."""
+    if name == "00002.wal":
+        build(tmp_path, None)
+    else:
+        with DiskStorage.open(tmp_path) as st:
+            st.save(entries=[E(1, 1, b"one")])
+    (tmp_path / name).write_bytes(random.Random(7).randbytes(DATA_START + 5000))
+    before = {p.name: file_digest(p) for p in tmp_path.iterdir()}
+    for read_only in (True, False):
+        with pytest.raises(CorruptionError, match=rf"{name}: offset \d+: .*no KEYREGISTRY"):
+            DiskStorage.open(tmp_path, read_only=read_only)
+    assert {p.name: file_digest(p) for p in tmp_path.iterdir()} == before
+
+
+def test_a_data_key_missing_from_the_registry_names_the_registry(tmp_path: Path) -> None:
+    build(tmp_path, KEY)
+    with open(tmp_path / "00001.wal", "r+b") as fh:  # the header names a key id the registry does not hold
+        fh.seek(DATA_START - 16)
+        fh.write((99).to_bytes(8, "big"))
+    with pytest.raises(CorruptionError, match=r"00001\.wal: offset \d+: data key 99 is not in .*KEYREGISTRY"):
+        DiskStorage.open(tmp_path, key=KEY)

@@ -91,7 +91,7 @@ def test_replay_writes_dgraph_bytes(case: str, tmp_path: Path) -> None:
     ours_meta, ref_meta = (d / "wal.meta").read_bytes(), (ref / "wal.meta").read_bytes()
     # aiowal's durable mark sits in the end of the HardState's sector, which Dgraph never reads (it reads the
     # length-prefixed proto at 512); it is bound to that HardState record by its CRC.
-    magic, record_crc, durable = DURABLE_MARK.unpack_from(ours_meta, DURABLE_MARK_OFFSET)
+    magic, record_crc, durable, _ = DURABLE_MARK.unpack_from(ours_meta, DURABLE_MARK_OFFSET)
     hs_len = int.from_bytes(ours_meta[512:516], "big")
     assert (magic, record_crc) == (DURABLE_MARK_MAGIC, crc32c(ours_meta[512 : 516 + hs_len]))
     assert durable == expected_dump(case)["last_index"]

@@ -22,7 +22,6 @@ from aiowal import (
     MetaInfo,
     SnapOutOfDateError,
     UnavailableError,
-    speedups,
 )
 from aiowal.logfile import LogFile
 from aiowal.raftpb import ConfState, Entry, HardState, Snapshot, SnapshotMetadata
@@ -327,19 +326,7 @@ def small_files(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(LogFile, "max_entries", PER_FILE)
 
 
-@pytest.mark.parametrize(
-    ("key", "accelerated"),
-    [
-        pytest.param(None, True, id="plain"),
-        pytest.param(None, False, id="plain-pure-python"),  # what runs where the C accelerator is not built
-        pytest.param(KEY, True, id="encrypted"),  # encrypted files always take the Python paths
-    ],
-)
-def test_storage_matches_model(
-    tmp_path: Path, small_files: None, key: bytes | None, accelerated: bool, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.mark.parametrize("key", [None, KEY], ids=["plain", "encrypted"])  # encrypted files take the Python paths
+def test_storage_matches_model(tmp_path: Path, small_files: None, key: bytes | None) -> None:
     assert LogFile.max_entries == PER_FILE
-    if not accelerated:
-        monkeypatch.setattr(speedups, "pack", None)
-        monkeypatch.setattr(speedups, "read", None)
     run_state_machine_as_test(lambda: StorageMachine(tmp_path, key), settings=SETTINGS)

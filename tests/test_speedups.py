@@ -1,28 +1,44 @@
 """The C accelerator (``aiowal._speedups``) against the pure-Python paths it replaces: the same record and slot
 bytes for any batch, the same entries (and the same stop under a size budget) for any read, the same errors for
-damaged records, and the CRC32C of the ``crc32c`` package."""
+damaged records, and the CRC32C of the ``crc32c`` package; arguments out of range are refused; the sync worker's
+rules; and the module builds without the sync worker where there is no eventfd. Skipped when it is not built."""
 
 from __future__ import annotations
 
+import errno
 import os
+import select
+import shutil
+import subprocess
+import sys
+import sysconfig
+import threading
+import time
+from pathlib import Path
 
 import crc32c
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aiowal import CorruptionError, DiskStorage, _speedups, logfile, speedups, storage
-from aiowal.format import DATA_START, SLOT, SLOT_SIZE, U32, UNLIMITED
+from aiowal import CorruptionError, DiskStorage, logfile, speedups, storage
+from aiowal.format import DATA_START, MAX_DATA_END, SLOT, SLOT_SIZE, U32, UNLIMITED
 from aiowal.logfile import LogFile
 from aiowal.raftpb import Entry
 
+_speedups = pytest.importorskip("aiowal._speedups", reason="the C accelerator is not built")
+
 U64_MAX = (1 << 64) - 1
+I64_MAX = (1 << 63) - 1
 
 
+@pytest.mark.skipif(os.environ.get("AIOWAL_PURE_PYTHON", "") not in ("", "0"), reason="AIOWAL_PURE_PYTHON is set")
 def test_the_accelerator_is_built_and_used() -> None:
-    # make test builds it; if this fails, the C paths below would not be what the rest of the suite ran.
+    # If this fails, the C paths below would not be what the rest of the suite ran.
     assert speedups.pack is _speedups.pack
     assert speedups.read is _speedups.read
+    assert speedups.entries_ok is _speedups.entries_ok
+    assert speedups.sync_worker is getattr(_speedups, "SyncWorker", None)
 
 
 @given(st.binary(max_size=5000), st.integers(min_value=0, max_value=0xFFFF_FFFF))
@@ -233,3 +249,383 @@ def _check_python(ents: list[object]) -> None:
         storage._check_entries(ents)  # type: ignore[arg-type]
     finally:
         speedups.entries_ok = accelerated
+
+
+# --- arguments out of range: a clean exception, never a silent wrap or a read outside the buffer ----------------
+def _one_entry_image() -> bytes:
+    return _file_image([Entry(term=1, index=1, data=b"abc")])
+
+
+@pytest.mark.parametrize(
+    ("s", "stop"),
+    [
+        (1 << 59, (1 << 59) + 1),  # stop * 32 wraps to 32: slot 1 << 59 would be read at the start of the buffer
+        (0, 1 << 59),  # stop * 32 wraps to 0
+        (0, I64_MAX),
+        (0, 2),  # just past the end: the image holds DATA_START / 32 slots and the data after them
+        (-1, 1),
+        (1, 0),
+    ],
+)
+def test_read_refuses_a_slot_range_outside_the_buffer(s: int, stop: int) -> None:
+    image = _one_entry_image()
+    stop = len(image) // SLOT_SIZE + 1 if stop == 2 else stop
+    with pytest.raises(ValueError, match="slot range"):
+        _speedups.read(Entry, image, s, stop, 1 << 64, UNLIMITED, False, [])
+
+
+@pytest.mark.parametrize("s", [1 << 63, -(1 << 63) - 1])
+def test_read_refuses_slot_numbers_past_ssize_t(s: int) -> None:
+    with pytest.raises(OverflowError):
+        _speedups.read(Entry, _one_entry_image(), s, 1, 1 << 64, UNLIMITED, False, [])
+    with pytest.raises(OverflowError):
+        _speedups.read(Entry, _one_entry_image(), 0, s, 1 << 64, UNLIMITED, False, [])
+
+
+@pytest.mark.parametrize("budget", [-1, -(1 << 63)])
+def test_read_refuses_a_negative_budget(budget: int) -> None:
+    # A negative budget once let ``budget - cost`` overflow (undefined behaviour; UBSan stops there).
+    out: list[Entry] = []
+    with pytest.raises(ValueError, match="budget"):
+        _speedups.read(Entry, _one_entry_image(), 0, 1, 1 << 64, budget, False, out)
+    assert out == []
+    with pytest.raises(OverflowError):
+        _speedups.read(Entry, _one_entry_image(), 0, 1, 1 << 64, 1 << 63, False, out)
+
+
+def test_read_with_a_negative_bound_checks_the_range_and_reads_nothing() -> None:
+    out: list[Entry] = []
+    assert _speedups.read(Entry, _one_entry_image(), 0, 1, -1, 100, False, out) == 100
+    assert out == []
+    with pytest.raises(ValueError, match="slot range"):
+        _speedups.read(Entry, _one_entry_image(), 0, 1 << 59, -1, 100, False, out)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        (Entry, "not a buffer", 0, 1, 2, 0, False, []),
+        (Entry, _file_image([Entry(term=1, index=1)]), 0, 1, 2.0, 0, False, []),  # hi must be an int
+        (Entry, _file_image([Entry(term=1, index=1)]), 0, 1, 2, 0, False, ()),  # out must be a list
+        (None, _file_image([Entry(term=1, index=1)]), 0, 1, 2, 0, False, []),  # entry_cls must be callable
+        (Entry, _file_image([Entry(term=1, index=1)]), "0", 1, 2, 0, False, []),
+    ],
+)
+def test_read_refuses_wrong_types(args: tuple[object, ...]) -> None:
+    with pytest.raises(TypeError):
+        _speedups.read(*args)
+
+
+@pytest.mark.parametrize("bad", [-1, -(1 << 64), 1 << 64, 1 << 100])
+def test_pack_refuses_offsets_outside_u64(bad: int) -> None:
+    batch = [Entry(term=1, index=1, data=b"x")]
+    with pytest.raises(OverflowError):
+        _speedups.pack(batch, 0, 1, bad, MAX_DATA_END, True)
+    with pytest.raises(OverflowError):
+        _speedups.pack(batch, 0, 1, DATA_START, bad, True)
+
+
+@pytest.mark.parametrize("data_end", [I64_MAX - 10, I64_MAX + 1, U64_MAX - 2, U64_MAX])
+def test_pack_refuses_records_that_would_end_past_the_largest_file_offset(data_end: int) -> None:
+    batch = [Entry(term=1, index=1, data=b"x" * 10)]
+    with pytest.raises(OverflowError, match="file offset"):
+        _speedups.pack(batch, 0, 1, data_end, U64_MAX, True)  # force_first: it would be packed if it could
+
+
+def test_pack_at_the_largest_file_offset_and_a_cap_at_2_64() -> None:
+    batch = [Entry(term=1, index=1, data=b"x" * 10)]
+    got = _speedups.pack(batch, 0, 1, I64_MAX - 14, U64_MAX, False)
+    assert got is not None and got[2] == I64_MAX
+    assert _speedups.pack(batch, 0, 1, I64_MAX - 14, I64_MAX - 1, False) is None  # does not fit under the cap
+
+
+@pytest.mark.parametrize(("start", "stop"), [(-1, 1), (0, 3), (2, 1), (-5, -1), (3, 3), (1, -1)])
+def test_pack_refuses_a_range_outside_the_entries(start: int, stop: int) -> None:
+    batch = [Entry(term=1, index=1), Entry(term=1, index=2)]
+    with pytest.raises(ValueError, match="outside"):
+        _speedups.pack(batch, start, stop, DATA_START, MAX_DATA_END, True)
+    with pytest.raises(OverflowError):
+        _speedups.pack(batch, 0, 1 << 63, DATA_START, MAX_DATA_END, True)
+    assert _speedups.pack(batch, 2, 2, DATA_START, MAX_DATA_END, True) is None  # an empty range packs nothing
+
+
+class _Item:
+    """Entry-like, with any field values (a real Entry refuses values out of range itself)."""
+
+    def __init__(self, term: object = 1, index: object = 1, type: object = 0, data: object = b"x") -> None:
+        self.term, self.index, self.type, self.data = term, index, type, data
+
+
+@pytest.mark.parametrize(
+    ("item", "error"),
+    [
+        (_Item(term=-1), OverflowError),
+        (_Item(index=1 << 64), OverflowError),
+        (_Item(type=1 << 32), ValueError),  # the slot holds 32 bits of type beside the CRC
+        (_Item(type=-1), OverflowError),
+        (_Item(term="1"), TypeError),
+        (_Item(data="x"), TypeError),
+        (_Item(data=None), TypeError),
+        (object(), AttributeError),
+    ],
+)
+def test_pack_refuses_fields_out_of_range(item: object, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        _speedups.pack([item], 0, 1, DATA_START, MAX_DATA_END, True)
+
+
+@pytest.mark.parametrize("value", [-1, 1 << 32, 1 << 64])
+def test_crc32c_refuses_a_start_value_outside_u32(value: int) -> None:
+    with pytest.raises(OverflowError):
+        _speedups.crc32c(b"abc", value)
+
+
+# --- Python code run during a call (a getter, __index__) may empty the caller's list; run under make sanitize -----
+class _Emptying:
+    """An entry-like item whose getter of ``field`` empties the list holding it (and so drops the other items)."""
+
+    def __init__(self, owner: list[object], index: int, field: str) -> None:
+        self.owner, self.field = owner, field
+        self._values = {"term": 1, "index": index, "type": 0, "data": b"abc"}
+
+    def __getattr__(self, name: str) -> object:
+        if name not in ("term", "index", "type", "data"):
+            raise AttributeError(name)
+        if name == self.field:
+            self.owner.clear()
+        return self._values[name]
+
+
+@pytest.mark.parametrize("field", ["data", "term", "index", "type"])
+def test_pack_of_a_list_emptied_by_a_getter_packs_what_it_was_given(field: str) -> None:
+    owner: list[object] = []
+    owner.extend(_Emptying(owner, i, field) for i in range(1, 6))
+    got = _speedups.pack(owner, 1, 5, DATA_START, MAX_DATA_END, True)
+    assert owner == []
+    assert got is not None
+    assert got[3:6] == (4, 2, 5)  # count, first and last index: the four items of entries[1:5] as they were
+
+
+def test_entries_ok_of_a_list_emptied_by_a_getter_stops_at_its_new_end() -> None:
+    owner: list[object] = []
+    owner.extend(_Emptying(owner, i, "index") for i in range(1, 6))
+    assert _speedups.entries_ok(owner, _Emptying) is True  # the list ended after its first item: contiguous
+    assert owner == []
+
+
+class _EmptyingFd:
+    def __init__(self, owner: list[object], fd: int) -> None:
+        self.owner, self.fd = owner, fd
+
+    def __index__(self) -> int:
+        self.owner.clear()
+        return self.fd
+
+
+@pytest.fixture
+def worker() -> object:
+    if not hasattr(_speedups, "SyncWorker"):
+        pytest.skip("this build has no sync worker (no eventfd)")
+    w = _speedups.SyncWorker()
+    yield w
+    w.close()
+
+
+def _wait(w: object) -> int:
+    assert select.select([w.fileno()], [], [], 10)[0]  # type: ignore[attr-defined]
+    result = w.result()  # type: ignore[attr-defined]
+    assert result is not None
+    return int(result)
+
+
+def test_sync_worker_submit_of_a_list_emptied_by_index_syncs_what_it_was_given(worker: object, tmp_path: Path) -> None:
+    fd = os.open(tmp_path / "f", os.O_CREAT | os.O_WRONLY)
+    try:
+        owner: list[object] = []
+        owner.extend(_EmptyingFd(owner, fd) for _ in range(8))
+        worker.submit(owner)  # type: ignore[attr-defined]
+        assert owner == []
+        assert _wait(worker) == 0
+    finally:
+        os.close(fd)
+
+
+# --- the sync worker: one request at a time, its arguments, and its life --------------------------------------
+def test_sync_worker_takes_one_request_at_a_time(worker: object, tmp_path: Path) -> None:
+    w: _speedups.SyncWorker = worker  # type: ignore[name-defined]
+    fd = os.open(tmp_path / "f", os.O_CREAT | os.O_WRONLY)
+    try:
+        assert w.result() is None  # nothing ran yet
+        w.submit([fd, fd])
+        with pytest.raises(RuntimeError, match="in flight"):
+            w.submit([fd])  # the first one's result has not been taken yet
+        assert _wait(w) == 0
+        w.submit((fd,))
+        assert _wait(w) == 0
+        closed = os.open(os.devnull, os.O_RDONLY)
+        os.close(closed)
+        w.submit([fd, closed])
+        assert _wait(w) == errno.EBADF  # the errno of the first fdatasync that failed
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize(
+    ("fds", "error"),
+    [
+        ([-1], ValueError),
+        ([1 << 31], ValueError),
+        ([1 << 64], OverflowError),
+        ([0] * 17, ValueError),
+        (range(10**12), ValueError),  # refused by its length, before anything is built from it
+        ((fd for fd in [0]), TypeError),  # a sequence is needed, not any iterable
+        (3, TypeError),
+        (["0"], TypeError),
+        ([1.0], TypeError),
+    ],
+)
+def test_sync_worker_refuses_bad_descriptors(worker: object, fds: object, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        worker.submit(fds)  # type: ignore[attr-defined]
+    assert worker.result() is None  # type: ignore[attr-defined]  # nothing was started
+
+
+def test_a_closed_or_never_started_sync_worker_refuses_every_call() -> None:
+    if not hasattr(_speedups, "SyncWorker"):
+        pytest.skip("this build has no sync worker (no eventfd)")
+    never = _speedups.SyncWorker.__new__(_speedups.SyncWorker)  # __init__ not run: no thread, no eventfd
+    w = _speedups.SyncWorker()
+    w.close()
+    w.close()  # idempotent
+    for x in (never, w):
+        for call in (lambda x=x: x.submit([0]), x.result, x.fileno):
+            with pytest.raises(RuntimeError, match="closed"):
+                call()
+    never.close()
+    started = _speedups.SyncWorker()
+    try:
+        with pytest.raises(RuntimeError, match="already started"):
+            started.__init__()  # type: ignore[misc]  # a second thread would never be joined
+        with pytest.raises(TypeError):
+            _speedups.SyncWorker(1)
+    finally:
+        started.close()
+
+
+def test_close_runs_the_sync_submitted_before_it(tmp_path: Path) -> None:
+    # Once dropped when close() came before the thread woke up for the request: a sync asked for, never run.
+    if not hasattr(_speedups, "SyncWorker"):
+        pytest.skip("this build has no sync worker (no eventfd)")
+    fd = os.open(tmp_path / "f", os.O_CREAT | os.O_WRONLY)
+    try:
+        for _ in range(20):
+            w = _speedups.SyncWorker()
+            watch = os.dup(w.fileno())
+            try:
+                w.submit([fd])
+                w.close()
+                assert _eventfd_count(watch) == 1
+            finally:
+                os.close(watch)
+    finally:
+        os.close(fd)
+
+
+def _eventfd_count(fd: int) -> int:
+    with open(f"/proc/self/fdinfo/{fd}") as f:
+        return next(int(line.split()[1], 16) for line in f if line.startswith("eventfd-count:"))
+
+
+def test_a_close_during_another_close_leaves_the_eventfd_open_until_the_thread_ended(tmp_path: Path) -> None:
+    """close() lets go of the GIL while it joins the thread (which first ends the sync in flight). A close() from
+    another thread meanwhile once joined the thread a second time and closed the eventfd under the running sync,
+    which then wrote to a closed (or reused) descriptor."""
+    if not hasattr(_speedups, "SyncWorker"):
+        pytest.skip("this build has no sync worker (no eventfd)")
+    chunk = os.urandom(1 << 20)
+    fd = os.open(tmp_path / "f", os.O_CREAT | os.O_WRONLY)
+    overlaps = 0
+    try:
+        for _ in range(5):  # until one round had the two close() calls overlap (the first one almost always does)
+            if overlaps:
+                break
+            for k in range(64):  # dirty pages: the fdatasync below takes a while
+                os.pwrite(fd, chunk, k << 20)
+            w = _speedups.SyncWorker()
+            efd = w.fileno()
+            watch = os.dup(efd)  # the same eventfd, kept open here: its count says whether the sync ended
+            try:
+                w.submit([fd])
+                threading.Event().wait(0.005)  # the thread took the request and is in fdatasync
+                first = threading.Thread(target=w.close)
+                first.start()
+                deadline = time.monotonic() + 0.003
+                while time.monotonic() < deadline:  # until the first close() let go of the GIL to join
+                    try:
+                        w.fileno()
+                    except RuntimeError:
+                        break
+                w.close()
+                still_open = os.path.exists(f"/proc/self/fd/{efd}")
+                sync_running = _eventfd_count(watch) == 0
+                assert still_open or not sync_running, "the eventfd was closed while the sync still ran"
+                overlaps += still_open and sync_running
+                first.join()
+                assert _eventfd_count(watch) == 1  # the sync in flight ended and reported
+            finally:
+                os.close(watch)
+    finally:
+        os.close(fd)
+    assert overlaps, "the second close() never ran while the first one joined the thread"
+
+
+# --- the module without the sync worker: what builds where there is no eventfd --------------------------------
+_WITHOUT_WORKER = """
+import asyncio, importlib.machinery, importlib.util, sys
+path, directory = sys.argv[1], sys.argv[2]
+loader = importlib.machinery.ExtensionFileLoader("aiowal._speedups", path)
+spec = importlib.util.spec_from_file_location("aiowal._speedups", path, loader=loader)
+module = importlib.util.module_from_spec(spec)
+loader.exec_module(module)
+sys.modules["aiowal._speedups"] = module  # before aiowal is imported: speedups picks this build
+from aiowal import AsyncDiskStorage, DiskStorage, speedups
+from aiowal.raftpb import Entry
+assert not hasattr(module, "SyncWorker")
+assert speedups.sync_worker is None
+assert (speedups.pack, speedups.read, speedups.entries_ok) == (module.pack, module.read, module.entries_ok)
+entries = [Entry(term=1, index=i, type=0, data=bytes([i]) * i) for i in range(1, 200)]
+async def main():
+    st = await AsyncDiskStorage.open(directory, hard_sync=True)
+    try:
+        assert st._worker is None  # every sync runs on the Python sync thread
+        await asyncio.gather(*(st.save(entries=[e]) for e in entries))
+        assert st.entries(1, 200) == entries
+    finally:
+        await st.close()
+asyncio.run(main())
+with DiskStorage.open(directory, read_only=True) as st:
+    assert st.entries(1, 200) == entries
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("flag", ["-DAIOWAL_NO_EVENTFD", "-U__linux__"])
+def test_the_module_builds_and_works_without_the_sync_worker(flag: str, tmp_path: Path) -> None:
+    cc = shutil.which(os.environ.get("CC", "cc"))
+    if cc is None:
+        pytest.skip("no C compiler")
+    built = tmp_path / ("_speedups" + sysconfig.get_config_var("EXT_SUFFIX"))
+    source = Path(_speedups.__file__).with_name("_speedups.c")
+    include = sysconfig.get_paths()["include"]
+    subprocess.run([cc, flag, "-O1", "-shared", "-fPIC", f"-I{include}", str(source), "-o", str(built)], check=True)
+    child = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_WORKER, str(built), str(tmp_path / "wal")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={k: v for k, v in os.environ.items() if k != "AIOWAL_PURE_PYTHON"},
+    )
+    assert child.returncode == 0, child.stderr
+    assert child.stdout == "ok\n"
+    with DiskStorage.open(tmp_path / "wal", read_only=True) as st:  # and this build reads what that one wrote
+        assert [e.index for e in st.entries(1, 200)] == list(range(1, 200))

@@ -7,15 +7,25 @@
  *       -> None | (records, slots, end, count, first, last, last_term)
  *   read(entry_cls, buf, s, stop, hi, budget, started, out) -> budget left (< 0: stopped by the size budget)
  *   entries_ok(entries, entry_cls) -> bool (False: the Python check names what is wrong)
+ *   SyncWorker(): a GIL-free fdatasync thread (Linux only: it needs eventfd; absent elsewhere)
+ *
+ * Every argument is checked: a value out of range raises ValueError or OverflowError, a wrong type TypeError, and
+ * nothing is read or written outside the buffers given. Python code that runs during a call (an attribute getter
+ * of a hostile item, __index__, entry_cls()) may mutate the arguments: the loops never keep a pointer into a list
+ * across such a call.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-#include <errno.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <string.h>
+
+#if defined(__linux__) && !defined(AIOWAL_NO_EVENTFD)
+#define HAVE_SYNC_WORKER 1
+#include <errno.h>
+#include <pthread.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
+#endif
 
 #define SLOT_SIZE 32
 #define TYPE_MASK 0xFFFFFFFFull
@@ -92,10 +102,33 @@ static uint32_t crc32c(uint32_t value, const unsigned char *p, size_t n) {
     return ~crc_soft(crc, p, n);
 }
 
+/* "O&" converters: a Python int in range, else OverflowError (TypeError for what is not an int). */
+static int to_u64(PyObject *o, void *out) {
+    if (!PyLong_Check(o)) {
+        PyErr_Format(PyExc_TypeError, "an int is required, not %.100s", Py_TYPE(o)->tp_name);
+        return 0;
+    }
+    unsigned long long v = PyLong_AsUnsignedLongLong(o); /* OverflowError below 0 or above 2**64 - 1 */
+    if (v == (unsigned long long)-1 && PyErr_Occurred()) return 0;
+    *(uint64_t *)out = (uint64_t)v;
+    return 1;
+}
+
+static int to_u32(PyObject *o, void *out) {
+    uint64_t v;
+    if (!to_u64(o, &v)) return 0;
+    if (v > 0xFFFFFFFFull) {
+        PyErr_SetString(PyExc_OverflowError, "value does not fit in 32 bits");
+        return 0;
+    }
+    *(uint32_t *)out = (uint32_t)v;
+    return 1;
+}
+
 static PyObject *py_crc32c(PyObject *Py_UNUSED(self), PyObject *args) {
     Py_buffer view;
-    unsigned int value = 0;
-    if (!PyArg_ParseTuple(args, "y*|I", &view, &value)) return NULL;
+    uint32_t value = 0;
+    if (!PyArg_ParseTuple(args, "y*|O&", &view, to_u32, &value)) return NULL;
     uint32_t crc = crc32c(value, view.buf, (size_t)view.len);
     PyBuffer_Release(&view);
     return PyLong_FromUnsignedLong(crc);
@@ -128,18 +161,19 @@ static inline uint32_t get_u32(const unsigned char *p) {
 
 static PyObject *s_term, *s_index, *s_type, *s_data;
 
-/* An unsigned 64-bit field of an Entry (term, index). */
+/* An unsigned 64-bit field of an Entry (term, index, type). */
 static int get_u64_attr(PyObject *e, PyObject *name, uint64_t *out) {
     PyObject *v = PyObject_GetAttr(e, name);
     if (v == NULL) return -1;
-    unsigned long long x = PyLong_AsUnsignedLongLong(v);
+    int ok = to_u64(v, out);
     Py_DECREF(v);
-    if (x == (unsigned long long)-1 && PyErr_Occurred()) return -1;
-    *out = (uint64_t)x;
-    return 0;
+    return ok ? 0 : -1;
 }
 
 /* --- pack ------------------------------------------------------------------------------------------------------ */
+/* No record may end past the largest file offset (off_t). */
+#define MAX_FILE_OFFSET ((uint64_t)INT64_MAX)
+
 typedef struct {
     uint64_t term, index, type;
     PyObject *data; /* bytes, owned */
@@ -148,20 +182,31 @@ typedef struct {
 static PyObject *py_pack(PyObject *Py_UNUSED(self), PyObject *args) {
     PyObject *seq_in;
     Py_ssize_t start, stop;
-    unsigned long long data_end, max_data_end;
+    uint64_t data_end, max_data_end;
     int force_first;
-    if (!PyArg_ParseTuple(args, "OnnKKp", &seq_in, &start, &stop, &data_end, &max_data_end, &force_first))
+    if (!PyArg_ParseTuple(args, "OnnO&O&p", &seq_in, &start, &stop, to_u64, &data_end, to_u64, &max_data_end,
+                          &force_first))
         return NULL;
+    if (data_end > MAX_FILE_OFFSET) {
+        PyErr_SetString(PyExc_OverflowError, "data_end is past the largest file offset");
+        return NULL;
+    }
     PyObject *seq = PySequence_Fast(seq_in, "entries must be a sequence");
     if (seq == NULL) return NULL;
     Py_ssize_t total = PySequence_Fast_GET_SIZE(seq);
-    if (start < 0) start = 0;
-    if (stop > total) stop = total;
-    Py_ssize_t want = stop > start ? stop - start : 0;
-    PyObject **items = PySequence_Fast_ITEMS(seq);
-    Item *it = want ? PyMem_Malloc(sizeof(Item) * (size_t)want) : NULL;
-    if (want && it == NULL) {
+    if (start < 0 || stop < start || stop > total) {
+        PyErr_Format(PyExc_ValueError, "entries [%zd, %zd) are outside a sequence of %zd", start, stop, total);
         Py_DECREF(seq);
+        return NULL;
+    }
+    /* Our own references to the items: a getter of one item may mutate (or empty) the caller's list. */
+    PyObject *own = PyList_Check(seq) ? PyList_GetSlice(seq, start, stop) : PySequence_GetSlice(seq, start, stop);
+    Py_DECREF(seq);
+    if (own == NULL) return NULL;
+    Py_ssize_t want = stop - start;
+    Item *it = want ? PyMem_New(Item, (size_t)want) : NULL;
+    if (want && it == NULL) {
+        Py_DECREF(own);
         return PyErr_NoMemory();
     }
     PyObject *result = NULL, *records = NULL, *slots = NULL;
@@ -169,7 +214,7 @@ static PyObject *py_pack(PyObject *Py_UNUSED(self), PyObject *args) {
     uint64_t end = data_end;
     /* Pass 1: fields and payloads of the entries that fit under the data cap. */
     for (Py_ssize_t k = 0; k < want; k++) {
-        PyObject *e = items[start + k];
+        PyObject *e = PySequence_Fast_GET_ITEM(own, k); /* a new list nobody else sees, or a tuple */
         Item *x = &it[n];
         x->data = PyObject_GetAttr(e, s_data);
         if (x->data == NULL) goto done;
@@ -184,12 +229,23 @@ static PyObject *py_pack(PyObject *Py_UNUSED(self), PyObject *args) {
             Py_DECREF(x->data);
             goto done;
         }
-        if (end + 4 + len > max_data_end && !(k == 0 && force_first)) {
+        int fits = end <= max_data_end && 4 + len <= max_data_end - end; /* end + 4 + len <= cap, no wrap */
+        if (!fits && !(k == 0 && force_first)) {
             Py_DECREF(x->data);
             break;
         }
+        if (4 + len > MAX_FILE_OFFSET - end) {
+            PyErr_SetString(PyExc_OverflowError, "a record would end past the largest file offset");
+            Py_DECREF(x->data);
+            goto done;
+        }
         if (get_u64_attr(e, s_term, &x->term) < 0 || get_u64_attr(e, s_index, &x->index) < 0 ||
             get_u64_attr(e, s_type, &x->type) < 0) {
+            Py_DECREF(x->data);
+            goto done;
+        }
+        if (x->type > TYPE_MASK) {
+            PyErr_SetString(PyExc_ValueError, "an entry's type does not fit in 32 bits");
             Py_DECREF(x->data);
             goto done;
         }
@@ -201,8 +257,8 @@ static PyObject *py_pack(PyObject *Py_UNUSED(self), PyObject *args) {
         goto done;
     }
     /* Pass 2: records (u32 BE length + payload) and slots, with each record's CRC32C in its type word. */
-    records = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(end - data_end));
-    slots = PyBytes_FromStringAndSize(NULL, n * SLOT_SIZE);
+    records = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(end - data_end)); /* <= MAX_FILE_OFFSET */
+    slots = n > PY_SSIZE_T_MAX / SLOT_SIZE ? PyErr_NoMemory() : PyBytes_FromStringAndSize(NULL, n * SLOT_SIZE);
     if (records == NULL || slots == NULL) goto done;
     unsigned char *r = (unsigned char *)PyBytes_AS_STRING(records);
     unsigned char *sl = (unsigned char *)PyBytes_AS_STRING(slots);
@@ -214,7 +270,7 @@ static PyObject *py_pack(PyObject *Py_UNUSED(self), PyObject *args) {
         put_u64(head, x->term);
         put_u64(head + 8, x->index);
         put_u64(head + 16, off);
-        put_u32(head + 24, (uint32_t)(x->type & TYPE_MASK));
+        put_u32(head + 24, (uint32_t)x->type);
         put_u32(head + 28, len);
         const unsigned char *payload = (const unsigned char *)PyBytes_AS_STRING(x->data);
         uint32_t crc = crc32c(crc32c(0, head, 32), payload, len);
@@ -224,7 +280,7 @@ static PyObject *py_pack(PyObject *Py_UNUSED(self), PyObject *args) {
         put_u64(sl, x->term);
         put_u64(sl + 8, x->index);
         put_u64(sl + 16, off);
-        put_u64(sl + 24, ((uint64_t)crc << 32) | (x->type & TYPE_MASK));
+        put_u64(sl + 24, ((uint64_t)crc << 32) | x->type);
         sl += SLOT_SIZE;
         off += 4 + (uint64_t)len;
     }
@@ -236,7 +292,7 @@ done:
     PyMem_Free(it);
     Py_XDECREF(records);
     Py_XDECREF(slots);
-    Py_DECREF(seq);
+    Py_DECREF(own);
     return result;
 }
 
@@ -272,8 +328,12 @@ static PyObject *py_read(PyObject *Py_UNUSED(self), PyObject *args) {
     if (!PyArg_ParseTuple(args, "OOnnO!LpO!", &entry_cls, &buf_obj, &s, &stop, &PyLong_Type, &hi_obj, &budget,
                           &started, &PyList_Type, &out))
         return NULL;
-    /* hi is exclusive; one past the largest u64 index (or more) means no bound. */
-    int bounded = 1;
+    if (budget < 0) { /* kept >= 0 before each step, so that budget - cost cannot overflow */
+        PyErr_SetString(PyExc_ValueError, "budget must not be negative");
+        return NULL;
+    }
+    /* hi is exclusive; one past the largest u64 index (or more) means no bound, a negative one excludes all. */
+    int bounded = 1, nothing = 0;
     unsigned long long hi = PyLong_AsUnsignedLongLong(hi_obj);
     if (hi == (unsigned long long)-1 && PyErr_Occurred()) {
         if (!PyErr_ExceptionMatches(PyExc_OverflowError)) return NULL;
@@ -282,19 +342,19 @@ static PyObject *py_read(PyObject *Py_UNUSED(self), PyObject *args) {
         int negative = zero == NULL ? -1 : PyObject_RichCompareBool(hi_obj, zero, Py_LT);
         Py_XDECREF(zero);
         if (negative < 0) return NULL;
-        if (negative) return PyLong_FromLongLong(budget); /* nothing is below a negative bound */
+        nothing = negative;
         bounded = 0;
     }
     Py_buffer view;
-    if (PyObject_GetBuffer(buf_obj, &view, PyBUF_SIMPLE) < 0) return NULL;
+    if (PyObject_GetBuffer(buf_obj, &view, PyBUF_SIMPLE) < 0) return NULL; /* held: buf cannot be resized */
     const unsigned char *base = view.buf;
     uint64_t size = (uint64_t)view.len;
     PyObject *result = NULL;
-    if (s < 0 || stop < s || (uint64_t)stop * SLOT_SIZE > size) {
+    if (s < 0 || stop < s || (uint64_t)stop > size / SLOT_SIZE) {
         PyErr_SetString(PyExc_ValueError, "slot range outside the file");
         goto done;
     }
-    for (Py_ssize_t k = s; k < stop; k++) {
+    for (Py_ssize_t k = s; k < stop && !nothing; k++) {
         const unsigned char *slot = base + (size_t)k * SLOT_SIZE;
         uint64_t term = get_u64(slot), index = get_u64(slot + 8), off = get_u64(slot + 16);
         int64_t etype = (int32_t)(uint32_t)(get_u64(slot + 24) & TYPE_MASK); /* int32, as Dgraph reads it */
@@ -342,17 +402,19 @@ static PyObject *py_entries_ok(PyObject *Py_UNUSED(self), PyObject *args) {
     if (!PyArg_ParseTuple(args, "OO!", &seq_in, &PyType_Type, &entry_cls)) return NULL;
     PyObject *seq = PySequence_Fast(seq_in, "entries must be a sequence");
     if (seq == NULL) return NULL;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    PyObject **items = PySequence_Fast_ITEMS(seq);
     PyObject *result = Py_False;
     uint64_t prev = 0;
-    for (Py_ssize_t k = 0; k < n; k++) {
-        if (!PyObject_TypeCheck(items[k], (PyTypeObject *)entry_cls)) goto done;
+    /* The size and each item are read afresh after every getter call: a getter may mutate the list. */
+    for (Py_ssize_t k = 0; k < PySequence_Fast_GET_SIZE(seq); k++) {
+        PyObject *item = Py_NewRef(PySequence_Fast_GET_ITEM(seq, k));
         uint64_t index;
-        if (get_u64_attr(items[k], s_index, &index) < 0) {
+        int rc = !PyObject_TypeCheck(item, (PyTypeObject *)entry_cls) ? 1 : get_u64_attr(item, s_index, &index);
+        Py_DECREF(item);
+        if (rc < 0) {
             Py_DECREF(seq);
             return NULL;
         }
+        if (rc > 0) goto done;
         if (k == 0 ? index == 0 : index != prev + 1 || prev == UINT64_MAX) goto done;
         prev = index;
     }
@@ -363,6 +425,7 @@ done:
 }
 
 /* --- SyncWorker ----------------------------------------------------------------------------------------------- */
+#ifdef HAVE_SYNC_WORKER
 /* A thread that runs fdatasync on a set of descriptors without ever taking the GIL, and reports through an
  * eventfd the event loop watches (add_reader). A Python worker thread must take the GIL before and after each
  * fdatasync, and waits for the loop thread to let go of it both times; this one does not. One request at a time:
@@ -372,9 +435,14 @@ done:
 typedef struct {
     PyObject_HEAD
     pthread_t thread;
-    pthread_mutex_t mu;
+    pthread_mutex_t mu; /* guards stop, pending, done, nfds, fds, err */
     pthread_cond_t cv;
-    int started, efd, stop, pending, done, nfds, err;
+    int sync_init;      /* mu and cv initialised (in tp_new) */
+    int started;        /* the thread runs (with the GIL held: started, closing, efd, notify_fd) */
+    int closing;        /* a close() is joining the thread */
+    int efd;            /* the eventfd as Python sees it: -1 once close() began */
+    int notify_fd;      /* the same eventfd as the thread writes it, closed only after the thread ended */
+    int stop, pending, done, nfds, err;
     int fds[SYNC_MAX_FDS];
 } SyncWorker;
 
@@ -383,7 +451,7 @@ static void *sync_worker_main(void *arg) {
     pthread_mutex_lock(&w->mu);
     for (;;) {
         while (!w->pending && !w->stop) pthread_cond_wait(&w->cv, &w->mu);
-        if (w->stop) break;
+        if (!w->pending) break; /* stopped; a request submitted before close() still runs first */
         int nfds = w->nfds, fds[SYNC_MAX_FDS];
         memcpy(fds, w->fds, sizeof(int) * (size_t)nfds);
         pthread_mutex_unlock(&w->mu);
@@ -395,15 +463,22 @@ static void *sync_worker_main(void *arg) {
         w->pending = 0;
         w->done = 1;
         uint64_t one = 1;
-        while (write(w->efd, &one, sizeof one) < 0 && errno == EINTR) {
+        while (write(w->notify_fd, &one, sizeof one) < 0 && errno == EINTR) {
         }
     }
     pthread_mutex_unlock(&w->mu);
     return NULL;
 }
 
+/* Stop the thread and close the eventfd. Python sees the worker closed before the GIL is let go for the join; a
+ * close() from another thread meanwhile returns at once (it never joins the thread or closes the fd twice). */
 static void sync_worker_stop(SyncWorker *w) {
-    if (w->started) {
+    if (w->closing) return;
+    int started = w->started;
+    w->started = 0;
+    w->efd = -1;
+    if (started) {
+        w->closing = 1;
         pthread_mutex_lock(&w->mu);
         w->stop = 1;
         pthread_cond_signal(&w->cv);
@@ -411,59 +486,84 @@ static void sync_worker_stop(SyncWorker *w) {
         Py_BEGIN_ALLOW_THREADS
         pthread_join(w->thread, NULL);
         Py_END_ALLOW_THREADS
-        w->started = 0;
+        w->closing = 0;
     }
-    if (w->efd >= 0) {
-        close(w->efd);
-        w->efd = -1;
+    if (w->notify_fd >= 0) {
+        close(w->notify_fd);
+        w->notify_fd = -1;
     }
 }
 
 static int sync_worker_init(SyncWorker *w, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {NULL};
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "", kwlist)) return -1;
-    if (w->started) {
+    if (w->started || w->closing || w->notify_fd >= 0) {
         PyErr_SetString(PyExc_RuntimeError, "SyncWorker already started");
         return -1;
     }
-    w->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (w->efd < 0) {
+    int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (efd < 0) {
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
-    pthread_mutex_init(&w->mu, NULL);
-    pthread_cond_init(&w->cv, NULL);
     w->stop = w->pending = w->done = w->err = w->nfds = 0;
+    w->notify_fd = efd;
     int rc = pthread_create(&w->thread, NULL, sync_worker_main, w);
     if (rc != 0) {
-        close(w->efd);
-        w->efd = -1;
+        w->notify_fd = -1;
+        close(efd);
         errno = rc;
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
+    w->efd = efd;
     w->started = 1;
     return 0;
 }
 
 static PyObject *sync_worker_new(PyTypeObject *type, PyObject *Py_UNUSED(args), PyObject *Py_UNUSED(kwds)) {
     SyncWorker *w = (SyncWorker *)type->tp_alloc(type, 0);
-    if (w != NULL) {
-        w->efd = -1;
-        w->started = 0;
+    if (w == NULL) return NULL;
+    w->efd = w->notify_fd = -1;
+    w->started = w->closing = 0;
+    if (pthread_mutex_init(&w->mu, NULL) != 0 || pthread_cond_init(&w->cv, NULL) != 0) {
+        Py_DECREF(w); /* sync_init is 0: dealloc destroys nothing */
+        return PyErr_NoMemory();
     }
+    w->sync_init = 1;
     return (PyObject *)w;
 }
 
 static void sync_worker_dealloc(SyncWorker *w) {
     sync_worker_stop(w);
+    if (w->sync_init) {
+        pthread_mutex_destroy(&w->mu);
+        pthread_cond_destroy(&w->cv);
+    }
     Py_TYPE(w)->tp_free((PyObject *)w);
 }
 
+static int sync_worker_check_open(SyncWorker *w) {
+    if (w->started) return 0;
+    PyErr_SetString(PyExc_RuntimeError, "SyncWorker is closed");
+    return -1;
+}
+
 static PyObject *sync_worker_submit(SyncWorker *w, PyObject *arg) {
-    PyObject *seq = PySequence_Fast(arg, "fds must be a sequence of ints");
+    Py_ssize_t n = PySequence_Check(arg) ? PySequence_Size(arg) : -1;
+    if (n < 0) {
+        PyErr_Clear();
+        PyErr_SetString(PyExc_TypeError, "fds must be a sequence of ints");
+        return NULL;
+    }
+    if (n > SYNC_MAX_FDS) {
+        PyErr_SetString(PyExc_ValueError, "too many descriptors for one sync");
+        return NULL;
+    }
+    /* A tuple of our own: __index__ of an item may mutate the caller's list. */
+    PyObject *seq = PySequence_Tuple(arg);
     if (seq == NULL) return NULL;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    n = PyTuple_GET_SIZE(seq);
     if (n > SYNC_MAX_FDS) {
         Py_DECREF(seq);
         PyErr_SetString(PyExc_ValueError, "too many descriptors for one sync");
@@ -471,7 +571,7 @@ static PyObject *sync_worker_submit(SyncWorker *w, PyObject *arg) {
     }
     int fds[SYNC_MAX_FDS];
     for (Py_ssize_t k = 0; k < n; k++) {
-        long fd = PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, k));
+        long fd = PyLong_AsLong(PyTuple_GET_ITEM(seq, k));
         if (fd == -1 && PyErr_Occurred()) {
             Py_DECREF(seq);
             return NULL;
@@ -484,10 +584,7 @@ static PyObject *sync_worker_submit(SyncWorker *w, PyObject *arg) {
         fds[k] = (int)fd;
     }
     Py_DECREF(seq);
-    if (!w->started) {
-        PyErr_SetString(PyExc_RuntimeError, "SyncWorker is closed");
-        return NULL;
-    }
+    if (sync_worker_check_open(w) < 0) return NULL;
     pthread_mutex_lock(&w->mu);
     if (w->pending || w->done) {
         pthread_mutex_unlock(&w->mu);
@@ -504,10 +601,9 @@ static PyObject *sync_worker_submit(SyncWorker *w, PyObject *arg) {
 
 /* None while the sync runs; else its errno (0: every fdatasync succeeded), and the worker takes a new request. */
 static PyObject *sync_worker_result(SyncWorker *w, PyObject *Py_UNUSED(ignored)) {
+    if (sync_worker_check_open(w) < 0) return NULL;
     uint64_t v;
-    if (w->efd >= 0) {
-        while (read(w->efd, &v, sizeof v) < 0 && errno == EINTR) {
-        }
+    while (read(w->efd, &v, sizeof v) < 0 && errno == EINTR) {
     }
     pthread_mutex_lock(&w->mu);
     int done = w->done, err = w->err;
@@ -517,7 +613,10 @@ static PyObject *sync_worker_result(SyncWorker *w, PyObject *Py_UNUSED(ignored))
     return PyLong_FromLong(err);
 }
 
-static PyObject *sync_worker_fileno(SyncWorker *w, PyObject *Py_UNUSED(ignored)) { return PyLong_FromLong(w->efd); }
+static PyObject *sync_worker_fileno(SyncWorker *w, PyObject *Py_UNUSED(ignored)) {
+    if (sync_worker_check_open(w) < 0) return NULL;
+    return PyLong_FromLong(w->efd);
+}
 
 static PyObject *sync_worker_close(SyncWorker *w, PyObject *Py_UNUSED(ignored)) {
     sync_worker_stop(w);
@@ -528,7 +627,7 @@ static PyMethodDef sync_worker_methods[] = {
     {"submit", (PyCFunction)sync_worker_submit, METH_O, "Start fdatasync of each descriptor, in order."},
     {"result", (PyCFunction)sync_worker_result, METH_NOARGS, "None while running, else the errno (0: done)."},
     {"fileno", (PyCFunction)sync_worker_fileno, METH_NOARGS, "The eventfd that becomes readable when a sync ends."},
-    {"close", (PyCFunction)sync_worker_close, METH_NOARGS, "Stop the thread (after the sync in flight) and close."},
+    {"close", (PyCFunction)sync_worker_close, METH_NOARGS, "Stop the thread (after the sync submitted, if any) and close."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -542,6 +641,7 @@ static PyTypeObject SyncWorkerType = {
     .tp_dealloc = (destructor)sync_worker_dealloc,
     .tp_methods = sync_worker_methods,
 };
+#endif /* HAVE_SYNC_WORKER */
 
 static PyMethodDef methods[] = {
     {"entries_ok", py_entries_ok, METH_VARARGS, "Whether every item is an entry_cls, indexes contiguous from >= 1."},
@@ -551,7 +651,8 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "aiowal._speedups", NULL, -1, methods};
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, .m_name = "aiowal._speedups", .m_size = -1, .m_methods = methods};
 
 PyMODINIT_FUNC PyInit__speedups(void) {
     crc_init();
@@ -566,10 +667,12 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     if (!s_term || !s_index || !s_type || !s_data) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
+#ifdef HAVE_SYNC_WORKER
     if (PyType_Ready(&SyncWorkerType) < 0 || PyModule_AddObjectRef(m, "SyncWorker", (PyObject *)&SyncWorkerType) < 0) {
         Py_DECREF(m);
         return NULL;
     }
+#endif
     if (PyModule_AddIntConstant(m, "HARDWARE_CRC", use_hw_crc) < 0) {
         Py_DECREF(m);
         return NULL;

@@ -170,21 +170,27 @@ class AsyncDiskStorage:
     async def close(self) -> None:
         """Apply everything queued, sync, and release the files and the lock. Idempotent. It releases everything
         even when the writer task or its event loop is gone; from another loop while that one still runs it
-        refuses (``WrongEventLoopError``)."""
+        refuses (``WrongEventLoopError``). A failure of the final sync is raised (once) after the release."""
         loop = asyncio.get_running_loop()
+        request: asyncio.Future[None] | None = None  # the close request this call queued
         if loop is self._loop and not self._writer.done():
             if not self._closing:
                 self._closing = True
-                await self._queue.put(_Close(loop.create_future()))
+                request = loop.create_future()
+                await self._queue.put(_Close(request))
             await asyncio.shield(self._writer)
         elif loop is not self._loop and self._loop.is_running():
             raise WrongEventLoopError(f"{self._st.path}: close() from another event loop while the storage's runs")
         self._closing = True
         if self._st.closed and self._worker is None:
             self._syncer.stop()
-            return
-        # The writer is gone (it ended, or its loop did): release here, after any sync still running on a thread.
-        await loop.run_in_executor(None, self._release_without_writer)
+        else:
+            # The writer is gone (it ended, or its loop did): release here, after any sync still running on a thread.
+            await loop.run_in_executor(None, self._release_without_writer)
+        if request is not None and request.done() and not request.cancelled():
+            exc = request.exception()
+            if exc is not None:
+                raise exc
 
     def _release_without_writer(self) -> None:
         self._syncer.stop()

@@ -39,11 +39,13 @@ META_EXT_MAGIC: Final = b"AIOWAL\x00\x01"
 META_EXT = struct.Struct(">8sQ")
 
 # aiowal's durable mark, in the free end of the HardState's sector (Dgraph reads only the length-prefixed proto at
-# 512): every entry up to ``index`` was covered by a completed sync. It is written in one pwrite with the HardState
-# record and carries a CRC32C of that record, so a HardState written later by Dgraph voids it.
-DURABLE_MARK_OFFSET: Final = 1008
+# 512): every entry up to ``index`` was covered by a completed sync, and ``lowered`` counts the times the mark went
+# down (an overwrite, a snapshot through save), which a read-only view beside the writer watches. It is written in
+# one pwrite with the HardState record and carries a CRC32C of that record, so a HardState written later by Dgraph
+# voids it.
+DURABLE_MARK_OFFSET: Final = 1000
 DURABLE_MARK_MAGIC: Final = b"AWDM"
-DURABLE_MARK = struct.Struct(">4sIQ")  # magic, CRC32C of the HardState record (length prefix + proto), index
+DURABLE_MARK = struct.Struct(">4sIQQ")  # magic, CRC32C of the HardState record (length + proto), index, lowered
 
 LOG_SUFFIX: Final = ".wal"
 KEY_REGISTRY_NAME: Final = "KEYREGISTRY"

@@ -82,6 +82,7 @@ class NewMetaFile:
     snapshot: Snapshot
     floor_fid: int
     durable_index: int | None
+    mark_lowered: int
 
 
 class Meta:
@@ -98,8 +99,10 @@ class Meta:
         self.hard_state = HardState()
         self.snapshot = Snapshot()
         self.floor_fid = 0
-        # Every entry up to this index was covered by a completed sync (None: no valid mark, e.g. Dgraph's files).
+        # Every entry up to this index was covered by a completed sync (None: no valid mark, e.g. Dgraph's files);
+        # mark_lowered counts the times it went down.
         self.durable_index: int | None = None
+        self.mark_lowered = 0
         self.repairs: list[str] = []
 
     # --- opening ----------------------------------------------------------------------------------------------
@@ -152,7 +155,7 @@ class Meta:
                 raise CorruptionError(
                     f"{self.path}: offset {HARD_STATE_OFFSET}: cannot parse hardState: {exc}"
                 ) from exc
-        self.durable_index = _durable_mark(raw, HARD_STATE_OFFSET)
+        self.durable_index, self.mark_lowered = _durable_mark(raw, HARD_STATE_OFFSET)
         snap_len = U32.unpack_from(raw, SNAPSHOT_OFFSET)[0]
         if META_HEADER_END + snap_len > len(raw):
             raise CorruptionError(
@@ -173,9 +176,14 @@ class Meta:
             self.uints[MetaInfo.SNAPSHOT_INDEX] = md.index
             self.uints[MetaInfo.SNAPSHOT_TERM] = md.term
 
-    def read_durable_index(self) -> int | None:
-        """The durable mark as the file holds it now (another process may be writing it)."""
-        raw = self.fs.pread(self.fd, SNAPSHOT_INDEX_OFFSET - HARD_STATE_OFFSET, HARD_STATE_OFFSET)
+    def read_durable_mark(self) -> tuple[int | None, int]:
+        """The durable mark and how many times it went down, as wal.meta holds them now: read through its path, as
+        another process may be writing it, or have renamed a new one in (a snapshot switch)."""
+        fd = self.fs.open(self.path, os.O_RDONLY)
+        try:
+            raw = self.fs.pread(fd, SNAPSHOT_INDEX_OFFSET - HARD_STATE_OFFSET, HARD_STATE_OFFSET)
+        finally:
+            self.fs.close(fd)
         return _durable_mark(raw, 0)
 
     def repair(self) -> None:
@@ -205,10 +213,17 @@ class Meta:
         """Write the HardState sector in place (one pwrite of 512 bytes: all or nothing): the HardState record as
         Dgraph writes it (``None``: keep the stored one), and the durable mark (``None``: keep the stored one)."""
         full = self.hard_state if hs is None else full_hard_state(hs)
-        durable = self.durable_index if durable_index is None else durable_index
-        self.fs.pwrite(self.fd, _hard_state_sector(full, durable), HARD_STATE_OFFSET)
+        durable, lowered = self._moved_mark(durable_index)
+        self.fs.pwrite(self.fd, _hard_state_sector(full, durable, lowered), HARD_STATE_OFFSET)
         self.hard_state = full
-        self.durable_index = durable
+        self.durable_index, self.mark_lowered = durable, lowered
+
+    def _moved_mark(self, durable_index: int | None) -> tuple[int | None, int]:
+        """The mark moved to ``durable_index`` (None: kept), with its count of lowerings."""
+        cur = self.durable_index
+        if durable_index is None:
+            return cur, self.mark_lowered
+        return durable_index, self.mark_lowered + (cur is not None and durable_index < cur)
 
     def write_snapshot_file(self, snap: Snapshot, floor_fid: int | None) -> NewMetaFile:
         """The blocking half of a snapshot switch: write a copy of wal.meta holding ``snap`` (and optionally a new
@@ -227,10 +242,9 @@ class Meta:
         raw[SNAPSHOT_INDEX_OFFSET:SNAPSHOT_OFFSET] = U64.pack(index) + U64.pack(term)
         raw[SNAPSHOT_OFFSET : META_HEADER_END + len(proto)] = U32.pack(len(proto)) + proto
         floor = self.floor_fid if floor_fid is None else floor_fid
-        durable = self.durable_index
+        durable, lowered = self._moved_mark(index if floor_fid is not None else None)
         if floor_fid is not None:
-            durable = index
-            raw[HARD_STATE_OFFSET:SNAPSHOT_INDEX_OFFSET] = _hard_state_sector(self.hard_state, durable)
+            raw[HARD_STATE_OFFSET:SNAPSHOT_INDEX_OFFSET] = _hard_state_sector(self.hard_state, durable, lowered)
         if floor:
             raw[META_EXT_OFFSET : META_EXT_OFFSET + META_EXT.size] = META_EXT.pack(META_EXT_MAGIC, floor)
         used = len(raw.rstrip(b"\0"))
@@ -246,7 +260,7 @@ class Meta:
         except BaseException:
             self.fs.close(fd)
             raise
-        return NewMetaFile(fd, size, snap, floor, durable)
+        return NewMetaFile(fd, size, snap, floor, durable, lowered)
 
     def adopt(self, new: NewMetaFile) -> None:
         """The in-memory half of a snapshot switch (see ``write_snapshot_file``): wal.meta is the new file."""
@@ -255,7 +269,7 @@ class Meta:
         self.size = new.size
         self.snapshot = new.snapshot
         self.floor_fid = new.floor_fid
-        self.durable_index = new.durable_index
+        self.durable_index, self.mark_lowered = new.durable_index, new.mark_lowered
         self.uints[MetaInfo.SNAPSHOT_INDEX] = new.snapshot.metadata.index
         self.uints[MetaInfo.SNAPSHOT_TERM] = new.snapshot.metadata.term
 
@@ -265,17 +279,20 @@ class Meta:
             self.fs.close(fd)
 
 
-def _durable_mark(raw: bytes, sector_at: int) -> int | None:
-    """The durable mark of the HardState sector found at ``sector_at`` in ``raw``, if it is there and bound to
-    the HardState record beside it."""
-    magic, record_crc, durable = DURABLE_MARK.unpack_from(raw, sector_at + DURABLE_MARK_OFFSET - HARD_STATE_OFFSET)
+def _durable_mark(raw: bytes, sector_at: int) -> tuple[int | None, int]:
+    """The durable mark of the HardState sector found at ``sector_at`` in ``raw`` (None unless it is there and
+    bound to the HardState record beside it), and its count of lowerings."""
+    fields = DURABLE_MARK.unpack_from(raw, sector_at + DURABLE_MARK_OFFSET - HARD_STATE_OFFSET)
+    magic, record_crc, durable, lowered = fields
     hs_len = U32.unpack_from(raw, sector_at)[0]
     if magic != DURABLE_MARK_MAGIC or hs_len >= HARD_STATE_MAX:
-        return None
-    return int(durable) if record_crc == crc32c(raw[sector_at : sector_at + 4 + hs_len]) else None
+        return None, 0
+    if record_crc != crc32c(raw[sector_at : sector_at + 4 + hs_len]):
+        return None, 0
+    return int(durable), int(lowered)
 
 
-def _hard_state_sector(hs: HardState, durable_index: int | None) -> bytes:
+def _hard_state_sector(hs: HardState, durable_index: int | None, lowered: int) -> bytes:
     """Bytes 512..1023 of wal.meta: the HardState record (length 0 for an empty one, as Dgraph reads it), zeros,
     and the durable mark bound to that record by its CRC."""
     proto = hs.SerializeToString() if (hs.term or hs.vote or hs.commit) else b""
@@ -283,6 +300,6 @@ def _hard_state_sector(hs: HardState, durable_index: int | None) -> bytes:
     sector = bytearray(SNAPSHOT_INDEX_OFFSET - HARD_STATE_OFFSET)
     sector[: len(record)] = record
     if durable_index is not None:
-        mark = DURABLE_MARK.pack(DURABLE_MARK_MAGIC, crc32c(record), durable_index)
+        mark = DURABLE_MARK.pack(DURABLE_MARK_MAGIC, crc32c(record), durable_index, lowered)
         sector[DURABLE_MARK_OFFSET - HARD_STATE_OFFSET :] = mark
     return bytes(sector)

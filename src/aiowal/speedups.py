@@ -1,8 +1,9 @@
 """Which implementation does the hot loops: the C accelerator when it is built, else pure Python.
 
 The accelerator packs and reads log records, checks a save's entries, and gives ``AsyncDiskStorage`` a thread that
-runs ``fdatasync`` without the GIL. ``AIOWAL_PURE_PYTHON=1`` in the environment turns it off; tests set these names
-to None to run the pure-Python paths, and compare the two.
+runs ``fdatasync`` without the GIL (Linux only: built where there is ``eventfd``; elsewhere ``sync_worker`` is None
+and a Python thread runs every sync). ``AIOWAL_PURE_PYTHON=1`` in the environment turns it all off; tests set these
+names to None to run the pure-Python paths, and compare the two.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ read: ReadFn | None = None
 entries_ok: Callable[[Sequence[Entry], type[Entry]], bool] | None = None
 """``entries_ok(entries, Entry)``: every item an ``Entry``, indexes contiguous from 1 or more (False: not so)."""
 sync_worker: type[SyncWorker] | None = None
-"""``SyncWorker()``: a thread that runs ``fdatasync`` without the GIL and reports through an eventfd."""
+"""``SyncWorker()``: a thread that runs ``fdatasync`` without the GIL and reports through an eventfd (None where the
+accelerator was built without one)."""
 hardware_crc = False
 
 if os.environ.get("AIOWAL_PURE_PYTHON", "") in ("", "0"):
@@ -37,5 +39,5 @@ if os.environ.get("AIOWAL_PURE_PYTHON", "") in ("", "0"):
         pass
     else:
         pack, read, entries_ok = _speedups.pack, _speedups.read, _speedups.entries_ok
-        sync_worker = _speedups.SyncWorker
+        sync_worker = getattr(_speedups, "SyncWorker", None)
         hardware_crc = bool(_speedups.HARDWARE_CRC)

@@ -91,7 +91,7 @@ class DiskStorage:
         self._closed = False
         self._failed: str | None = None
         self._commit_clamp: int | None = None
-        # Read-only, beside a live writer: the view ends at the durable mark taken at open (see _check_view).
+        # Read-only, beside a live writer: the mark's count of lowerings when the view was taken (see _check_view).
         self._view_mark: int | None = None
         self.repairs: list[str] = [*meta.repairs, *wal.repairs]
 
@@ -196,7 +196,7 @@ class DiskStorage:
             )
             st = cls(path, meta, wal, lock_fd, fs, hard_sync)
             if read_only and meta.durable_index is not None and fs.dir_in_use(path):
-                st._follow_writer(meta.durable_index)
+                st._follow_writer(meta.durable_index, meta.mark_lowered)
             st._recover()
             return st
         except BaseException:
@@ -208,10 +208,10 @@ class DiskStorage:
                 fs.unlock_dir(lock_fd)
             raise
 
-    def _follow_writer(self, durable: int) -> None:
+    def _follow_writer(self, durable: int, lowered: int) -> None:
         """A read-only view of a directory a writer has open shows what that writer had made durable (entries up to
         the durable mark) and checks after each read that the writer has not since overwritten any of it."""
-        self._view_mark = durable
+        self._view_mark = lowered
         self._wal.limit_view(max(durable, self._meta.snapshot_index))
 
     def _check_view(self) -> None:
@@ -219,11 +219,11 @@ class DiskStorage:
         ``StorageError`` says the writer replaced them (the view must be reopened)."""
         if self._view_mark is None:
             return
-        durable = self._meta.read_durable_index()
-        if durable is not None and durable < self._view_mark:
+        durable, lowered = self._meta.read_durable_mark()
+        if durable is None or lowered != self._view_mark:
             raise StorageError(
-                f"{self.path}: the writer replaced entries from {durable + 1} on since this read-only view was taken;"
-                " reopen it to read the current log"
+                f"{self.path}: the writer replaced entries (an overwrite, or a snapshot through save) since this"
+                " read-only view was taken; reopen it to read the current log"
             )
 
     def _recover(self) -> None:
@@ -572,23 +572,24 @@ class DiskStorage:
         if plan.entries:
             first = plan.entries[0].index
             if first <= self._wal.last_index():
-                yield from self._overwrite_steps(first, durable)
+                yield from self._overwrite_steps(first)
             yield from self._wal.append_steps(plan.entries, durable)
 
-    def _overwrite_steps(self, first: int, durable: bool) -> Steps:
+    def _overwrite_steps(self, first: int) -> Steps:
         """Before entries from ``first`` on are replaced: the durable mark goes below ``first`` (synced: the new
-        entries are not covered by any sync yet), and with durability the cut is on disk before new data lands,
-        so that a crash never shows old entries after new ones. Later files go first (their deletion synced): the
-        cut of the file holding ``first`` can never reach the disk while they are still there, leaving a gap."""
+        entries are not covered by any sync yet), and the cut is on disk before new data lands, with or without
+        durability, so that a crash never shows old entries beside new ones (a log Raft's matching rule would
+        trust). Later files go first (their deletion synced): the cut of the file holding ``first`` can never
+        reach the disk while they are still there, leaving a gap. Overwrites are rare (a new leader's), so the
+        non-durable mode pays these syncs too."""
         mark = self._meta.durable_index
         if mark is not None and first <= mark:
             self._meta.store_hard_state(None, first - 1)
             yield from self._meta_sync_steps()
-        if durable:
-            yield from self._wal.drop_files_after(first)
-            yield from self._wal.sync_steps()
-            yield from self._wal.truncate_from(first)
-            yield from self._wal.sync_steps()
+        yield from self._wal.drop_files_after(first)
+        yield from self._wal.sync_steps()
+        yield from self._wal.truncate_from(first)
+        yield from self._wal.sync_steps()
 
     def commit_steps(self, plans: Sequence[SavePlan]) -> Steps:
         """Make saves whose log part is written durable, in the one order that keeps a crash safe: the log (one
@@ -767,14 +768,28 @@ def _check_info(info: object) -> MetaInfo:
 def _dir_identity(path: str) -> tuple[object, ...]:
     """What a writer changes under a reader: wal.meta's inode (a snapshot switch renames a new one in), the log
     files' names, inodes and sizes (rotation cuts a file to its data), then wal.meta's size and modification time
-    (any write to it)."""
+    (any write to it). A file that cannot be stat'ed counts as absent (None), so that a directory that stands still
+    keeps one identity."""
     try:
         names = sorted(n for n in os.listdir(path) if n.endswith(".wal"))
-        st = os.stat(os.path.join(path, META_NAME))
-        logs = tuple((n, s.st_ino, s.st_size) for n in names for s in [os.stat(os.path.join(path, n))])
     except OSError:
         return ("changing", time.monotonic())
+    st = _stat(os.path.join(path, META_NAME))
+    logs = tuple(
+        (n, s.st_ino, s.st_size) if s is not None else (n, None, None)
+        for n in names
+        for s in [_stat(os.path.join(path, n))]
+    )
+    if st is None:
+        return None, logs, None, None
     return st.st_ino, logs, st.st_size, st.st_mtime_ns
+
+
+def _stat(path: str) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except OSError:
+        return None
 
 
 def _check_entries(ents: Sequence[Entry]) -> None:

@@ -109,6 +109,10 @@ class Wal:
             self._cut(live, cut, dead)
             live = live[: cut.pos + 1] if cut.keep else live[: cut.pos]
         current = self._current_among(empty, live)
+        if current is not None:
+            current.load(validate_records=False)
+            if current.problem is not None:
+                self._drop_stale_slots(current)
         for lf in empty:
             if lf is not current:
                 dead.append(lf.path)
@@ -161,6 +165,17 @@ class Wal:
         log.warning("%s", msg)
         lf.cut_to(cut.keep)
         self._dirty.add(lf)
+
+    def _drop_stale_slots(self, lf: LogFile) -> None:
+        """The current file has no entry in slot 0 but used slots after it: a later slot write reached the disk and
+        the one of slot 0 did not, so no sync covered either. They are cleared: the next append fills slot 0, and
+        would otherwise bring them back after it."""
+        msg = f"{lf.problem}: a torn tail: a log file with no entry in slot 0 holds none; its slots are cleared"
+        self.repairs.append(msg)
+        if self.writable:
+            log.warning("%s", msg)
+            lf.cut_to(0)
+            self._dirty.add(lf)
 
     def _attach_key(self, lf: LogFile) -> None:
         key_id, base_iv = lf.header_key_id()
@@ -289,8 +304,9 @@ class Wal:
     def rotate_steps(self, durable: bool) -> Generator[SyncStep, None, LogFile]:
         """Close the current file at its data end and start a new current file. With ``durable`` the full file is
         synced first (as Dgraph does): the write's final sync would cover it anyway, this only keeps a file
-        followed by another from ever being torn. The new file's size and key header are always synced before
-        any record goes there (see ``_create_file``)."""
+        followed by another from ever being torn. Without it nothing is synced for a plain log (recovery checks
+        every file past the durable mark, and a new file cut short holds nothing it would keep); an encrypted new
+        file's key header is always synced before any record goes there (see ``_create_file``)."""
         if self.files:
             old = self.files[-1]
             if old.count == 0:
@@ -302,13 +318,15 @@ class Wal:
                 if durable:
                     yield from self._sync_files([old])
         lf = self._create_file()
-        yield from self._sync_files([lf])
+        if durable or lf.data_key is not None:
+            yield from self._sync_files([lf])
         return lf
 
     def _create_file(self) -> LogFile:
-        """Create the next log file and make it current. Its size and encryption header must reach the disk
-        before any record does (the caller syncs it): otherwise a crash could leave records in a file too short
-        to be a log file, or encrypted records in a file without its key id."""
+        """Create the next log file and make it current. An encrypted file's header must reach the disk before
+        any record does (the caller syncs it): a crash could otherwise leave encrypted records in a file whose key
+        id reads 0, which would be read as plaintext. With durability the size is synced too, so that a file
+        holding acknowledged entries is never shorter than its header."""
         self.max_fid += 1
         path = os.path.join(self.dir, log_file_name(self.max_fid))
         if self._registry is not None:

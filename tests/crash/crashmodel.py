@@ -53,7 +53,7 @@ class Snap:
 
 @dataclass(frozen=True)
 class Op:
-    kind: str  # open | save | create_snapshot | truncate | set_uint | reopen | close
+    kind: str  # open | save | create_snapshot | truncate | set_uint | sync | reopen | close
     entries: tuple[tuple[int, Ent], ...] = ()
     hs: HS | None = None
     snap: Snap | None = None
@@ -166,7 +166,7 @@ class Model:
         elif op.kind == "set_uint":
             uints[UINTS.index(MetaInfo(op.info))] = op.value
             allowed = [hs]
-        elif op.kind in ("reopen", "close", "open"):
+        elif op.kind in ("reopen", "close", "open", "sync"):
             allowed = [hs]
         else:
             raise AssertionError(op.kind)

@@ -373,3 +373,31 @@ if SOAK:
     @pytest.mark.soak
     def test_extreme_fields_soak() -> None:
         extreme_fields(EXTREMES)
+
+
+@pytest.mark.parametrize("damage", ["wal.meta deleted", "log file garbage"])
+def test_a_damaged_directory_that_stands_still_is_reported_at_once(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, damage: str
+) -> None:
+    """A read-only open retries while a writer changes the directory under it; damage in a directory that does not
+    change is reported at the first attempt (a missing wal.meta made every attempt look like a change, and each open
+    went through every retry and its back-off)."""
+    d = str(tmp_path / "wal")
+    with DiskStorage.open(d) as s:
+        s.save(entries=[raftpb.Entry(term=1, index=i, data=b"entry %d" % i) for i in range(1, 6)])
+    if damage == "wal.meta deleted":
+        os.unlink(os.path.join(d, "wal.meta"))
+    else:
+        with open(os.path.join(d, "00001.wal"), "r+b") as fh:
+            fh.write(random.Random(5).randbytes(SLOT_SIZE * 3))
+    attempts: list[str] = []
+    open_once = DiskStorage._open_once.__func__  # type: ignore[attr-defined]
+
+    def counted(cls: type[DiskStorage], path: str, *args: Any, **kwargs: Any) -> DiskStorage:
+        attempts.append(path)
+        return open_once(cls, path, *args, **kwargs)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(DiskStorage, "_open_once", classmethod(counted))
+    with pytest.raises(CorruptionError):
+        DiskStorage.open(d, read_only=True)
+    assert len(attempts) == 1

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import random
-import select
 import signal
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from crashmodel import check_recovered, compare_exact, gen_op, model_from_observed, observe, small_files
-from crashutil import SOAK, report
+from crashutil import SOAK, read_rest, read_until_ready, report
 
 from aiowal import DiskStorage
 
@@ -36,37 +35,6 @@ def _spawn(directory: Path, seed: int, key: bytes | None, hard_sync: bool, errfi
         return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, env=env)
 
 
-def _read_until_ready(proc: subprocess.Popen[bytes], errfile: Path, timeout: float = 30.0) -> bytes:
-    """Read the child's stdout until its ``ready`` line; returns what came after it."""
-    assert proc.stdout is not None
-    fd = proc.stdout.fileno()
-    buf = b""
-    deadline = time.monotonic() + timeout
-    while b"ready\n" not in buf and time.monotonic() < deadline:
-        r, _, _ = select.select([fd], [], [], 0.5)
-        if r:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            buf += chunk
-    if b"ready\n" not in buf:
-        proc.kill()
-        proc.wait()
-        raise AssertionError(f"child did not start: {errfile.read_text()[-3000:]}")
-    return buf.split(b"ready\n", 1)[1]
-
-
-def _read_rest(proc: subprocess.Popen[bytes]) -> bytes:
-    assert proc.stdout is not None
-    fd = proc.stdout.fileno()
-    out = b""
-    while chunk := os.read(fd, 65536):
-        out += chunk
-    proc.stdout.close()
-    proc.wait()
-    return out
-
-
 def run_kills(directory: Path, key: bytes | None, hard_sync: bool, kills: int, seed0: int) -> tuple[int, int, int]:
     """Kill a writing child ``kills`` times; returns (kills, acknowledged operations, kills that left part or all
     of the operation in flight on disk)."""
@@ -79,10 +47,10 @@ def run_kills(directory: Path, key: bytes | None, hard_sync: bool, kills: int, s
         seed = seed0 * 1000 + k
         errfile = directory.parent / "child.err"
         proc = _spawn(directory, seed, key, hard_sync, errfile)
-        early = _read_until_ready(proc, errfile)
+        early = read_until_ready(proc, errfile)
         time.sleep(rng.choice((0.0, 0.002, 0.01)) if rng.random() < 0.25 else rng.uniform(0.01, 0.3))
         proc.send_signal(signal.SIGKILL)
-        out = (early + _read_rest(proc)).decode()
+        out = (early + read_rest(proc)).decode()
         assert proc.returncode == -signal.SIGKILL, f"child ended by itself ({proc.returncode}): {errfile.read_text()}"
         acks = [int(line.split()[1]) for line in out.splitlines() if line.startswith("A ")]
         assert acks == list(range(1, len(acks) + 1))

@@ -12,6 +12,8 @@ from node_harness import free_ports, leader_of, read_file, write_later
 
 from aiowal import AsyncDiskStorage
 from aiowal.node import FollowerProgress, NodeConfig, NotLeaderError, RaftNode
+from aiowal.node.snapshots import SnapshotStore
+from aiowal.raftpb import ConfState, HardState, Snapshot, SnapshotMetadata
 
 
 class Counter:
@@ -130,5 +132,41 @@ def test_counters_count_failed_proposals(tmp_path: Path) -> None:
         finally:
             for node in nodes.values():
                 await node.stop()
+
+    asyncio.run(main())
+
+
+def test_status_shows_a_joint_configuration_from_storage(tmp_path: Path) -> None:
+    """A node restarted inside a joint configuration (its snapshot's ConfState) reports both halves."""
+
+    async def main() -> None:
+        st = await AsyncDiskStorage.open(tmp_path / "n1", hard_sync=True)
+        store = SnapshotStore(str(tmp_path / "n1" / "snapshots"))
+        store.prepare()
+        tmp = store.tmp_path(10)
+        Path(tmp).write_bytes(b"7")
+        ref = await store.seal(tmp, 10, 2, {})
+        cs = ConfState(voters=[1, 2, 3], voters_outgoing=[1, 2, 4], learners=[5])
+        snap = Snapshot(data=ref.encode(), metadata=SnapshotMetadata(index=10, term=2, conf_state=cs))
+        await st.save(HardState(term=2, commit=10), [], snap)
+        ports = free_ports(4)
+        peers = {i: ("127.0.0.1", ports[i - 1]) for i in (1, 2, 3, 4)}
+        node = RaftNode(NodeConfig(1, peers, seed=1, election_tick=1000), st, Counter())
+        await node.start()
+        try:
+            status = node.status()
+            assert (status.voters, status.voters_outgoing, status.learners) == ([1, 2, 3], [1, 2, 4], [5])
+            assert (status.role, status.term, status.commit, status.applied, status.snapshot_index) == (
+                "follower",
+                2,
+                10,
+                10,
+                10,
+            )
+            assert status.progress == {}
+            sm = node.sm
+            assert isinstance(sm, Counter) and sm.n == 7  # restored from the snapshot file
+        finally:
+            await node.stop()
 
     asyncio.run(main())

@@ -3,8 +3,7 @@
 The loop: step the queued proposals (all of them as one MsgProp); take a ``Ready``; a leader sends its messages at
 once (it may send before its own save completes), then ``await storage.save(...)`` with ``hard_sync`` and a follower
 sends only after; committed entries already saved locally are applied before the save, the snapshot and the rest
-after it (proposers get their results from one callback, after the storage's writer has taken the save);
-``advance``. While a leader's save is in flight, new proposals and the leader's new messages go out at once
+after it; ``advance``. While a leader's save is in flight, new proposals and the leader's new messages go out at once
 (``_pump``) rather than waiting for the save. A ticker drives elections and heartbeats.
 
 Configuration changes are applied with the other committed entries, in log order (``_apply_conf_change``); the
@@ -194,9 +193,6 @@ class RaftNode:
         # for ``keep_entries`` more applied entries before it replaces the stored one.
         self._writing: asyncio.Task[tuple[SnapshotRef, ConfState]] | None = None
         self._written: tuple[SnapshotRef, ConfState] | None = None
-        # Results of applied proposals, handed to their proposers from one callback (``_answer_later``).
-        self._answers: list[tuple[asyncio.Future[object], object]] = []
-        self._answer_scheduled = False
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
         self.on_leader_change: Callable[[int, int], Awaitable[None] | None] | None = None
@@ -269,28 +265,25 @@ class RaftNode:
 
     def status(self) -> NodeStatus:
         """Role, term, leader, indexes, members and, on the leader, every other member's progress."""
-        r = self.rn.raft
-        cs = r.conf_state()
-        progress: dict[int, FollowerProgress] = {}
-        if r.state is StateType.LEADER:
-            progress = {
-                id_: FollowerProgress(pr.match, pr.next, pr.state.value, pr.is_learner)
-                for id_, pr in sorted(r.prs.progress.items())
-                if id_ != r.id
-            }
+        st = self.rn.status()
+        cs = st.conf_state
         return NodeStatus(
-            id=r.id,
-            role=r.state.value,
-            term=r.term,
-            leader=r.lead,
-            commit=r.raft_log.committed,
+            id=st.id,
+            role=st.state.value,
+            term=st.term,
+            leader=st.lead,
+            commit=st.commit,
             applied=self.applied,
-            last_index=r.raft_log.last_index(),
+            last_index=st.last_index,
             snapshot_index=self._snap_index,
             voters=sorted(cs.voters),
             learners=sorted(cs.learners),
             voters_outgoing=sorted(cs.voters_outgoing),
-            progress=progress,
+            progress={
+                id_: FollowerProgress(pr.match, pr.next, pr.state.value, pr.is_learner)
+                for id_, pr in sorted(st.progress.items())
+                if id_ != st.id
+            },
         )
 
     def members(self) -> dict[int, Member]:
@@ -558,7 +551,6 @@ class RaftNode:
                 self._apply(committed[n])
                 n += 1
             committed = committed[n:]
-            self._answer_later()
         if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
             if leader:
                 self._pump_term = self.rn.raft.term
@@ -577,7 +569,6 @@ class RaftNode:
             await self._restore(rd)
         for e in committed:
             self._apply(e)
-        self._answer_later()
         self.rn.advance(rd)
         lead = self.leader
         if lead != self._last_lead:
@@ -660,8 +651,8 @@ class RaftNode:
         result = self.sm.apply(e.index, data) if data else None
         if node == self.id:
             fut = self._waiters.get((term, seq))
-            if fut is not None:
-                self._answers.append((fut, result))
+            if fut is not None and not fut.done():
+                fut.set_result(result)
 
     def _apply_conf_change(self, e: Entry) -> None:
         """Apply a committed configuration change: to Raft, to the address book and the transport, and to the
@@ -687,8 +678,11 @@ class RaftNode:
             result = AppliedChange(e.index, cs)
         if ctx.tag is not None and ctx.tag[0] == self.id:
             fut = self._waiters.get((ctx.tag[1], ctx.tag[2]))
-            if fut is not None:
-                self._answers.append((fut, result))
+            if fut is not None and not fut.done():
+                if isinstance(result, Exception):
+                    fut.set_exception(result)
+                else:
+                    fut.set_result(result)
 
     def _update_transport(self, before: set[int]) -> None:
         """Reach every member of the configuration now in force; forget the ones that just left it."""
@@ -700,26 +694,6 @@ class RaftNode:
         for i in before - after:
             self._book.pop(i, None)
             self.transport.remove_peer(i)
-
-    def _answer_later(self) -> None:
-        """Hand the results applied so far to their proposers from a callback scheduled now, ahead of the save this
-        Ready is about to queue: the callback only sets the futures, so the proposers' tasks run after the storage's
-        writer has taken that save and started its sync, not before it (their replies are written during the
-        sync, off the path to the next one)."""
-        if self._answers and not self._answer_scheduled:
-            self._answer_scheduled = True
-            asyncio.get_running_loop().call_soon(self._answer)
-
-    def _answer(self) -> None:
-        self._answer_scheduled = False
-        answers, self._answers = self._answers, []
-        for fut, result in answers:
-            if fut.done():
-                continue
-            if isinstance(result, Exception):
-                fut.set_exception(result)
-            else:
-                fut.set_result(result)
 
     async def _compact(self) -> None:
         """Write a snapshot file every ``snapshot_every`` applied entries, and make it the stored snapshot once
