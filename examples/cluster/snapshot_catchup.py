@@ -56,7 +56,9 @@ def percentile(xs: list[float], p: float) -> float:
 
 
 class RateWriter:
-    """Small PUTs to the leader at ``rate`` per second from one thread; each write's (start time, latency)."""
+    """Small PUTs to the leader at ``rate`` per second from one thread, following the leader when it changes; each
+    write's (start time, latency). A write refused with "not leader" is sent again to the leader named, and its
+    latency counts from the first attempt."""
 
     def __init__(self, cluster: Cluster, lead: int, rate: float) -> None:
         self.cluster = cluster
@@ -64,6 +66,7 @@ class RateWriter:
         self.rate = rate
         self.samples: list[tuple[float, float]] = []
         self.failed = 0
+        self.leader_changes = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -72,11 +75,16 @@ class RateWriter:
         next_at = time.monotonic()
         while not self._stop.is_set():
             t0 = time.monotonic()
-            code, _ = http("PUT", self.cluster.url(self.lead, f"/kv/w{n}"), b"x" * 100, timeout=10)
-            if code == 200:
-                self.samples.append((t0, time.monotonic() - t0))
-            else:
+            while not self._stop.is_set():
+                code, body = http("PUT", self.cluster.url(self.lead, f"/kv/w{n}"), b"x" * 100, timeout=10)
+                if code == 200:
+                    self.samples.append((t0, time.monotonic() - t0))
+                    break
                 self.failed += 1
+                if code == 503 and body.get("leader") in self.cluster.procs:
+                    self.lead = body["leader"]
+                    self.leader_changes += 1
+                time.sleep(0.01)
             n += 1
             next_at += 1 / self.rate
             time.sleep(max(0.0, next_at - time.monotonic()))
@@ -103,6 +111,12 @@ def summary(lats: list[float]) -> dict[str, float]:
     }
 
 
+def burst(cluster: Cluster, n: int, prefix: str) -> None:
+    """``n`` small writes, 8 at a time."""
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: cluster.put(f"{prefix}{i}", "x"), range(n)))
+
+
 def fill(cluster: Cluster, mib: int, value_kib: int, say: Any) -> int:
     """PUT ``mib`` MiB of distinct random values, 4 at a time; returns the number of keys."""
     n = max(1, mib * 1024 // value_kib)
@@ -120,20 +134,29 @@ def fill(cluster: Cluster, mib: int, value_kib: int, say: Any) -> int:
     return n
 
 
-def measure(root: Path, state_mib: int, value_kib: int, rate: float, say: Any, settle: float = 5.0) -> dict[str, Any]:
+def measure(
+    root: Path,
+    state_mib: int,
+    value_kib: int,
+    rate: float,
+    say: Any,
+    settle: float = 5.0,
+    snapshot_every: int = 4000,
+) -> dict[str, Any]:
     """The figures of one run (``settle``: seconds of writes measured before and after the transfer)."""
-    cluster = Cluster(root, spares=1, store="sqlite", snapshot_every=400, keep_entries=20)
+    cluster = Cluster(root, spares=1, store="sqlite", snapshot_every=snapshot_every, keep_entries=20)
     try:
         for i in cluster.ids:
             cluster.start(i)
         lead, _ = cluster.leader()
         keys = fill(cluster, state_mib, value_kib, say)
-        # Small writes until every node's stored snapshot holds the whole fill.
+        # Small writes until every node's stored snapshot holds the whole fill. (Each node writes its snapshot every
+        # ``snapshot_every`` entries: a large figure, so that none is written again during the measurement.)
         filled = cluster.status(lead)["last_index"]
-        n = 0
+        rounds = 0
         while min(cluster.status(i)["snapshot_index"] for i in cluster.ids) < filled:
-            cluster.put(f"s{n}", "x")
-            n += 1
+            burst(cluster, 200, f"s{rounds}-")
+            rounds += 1
         lead, _ = cluster.leader()
         snap_index = cluster.status(lead)["snapshot_index"]
         say(f"every node has a snapshot at or past {filled} (the leader's at {snap_index}); node {lead} leads")
@@ -173,6 +196,11 @@ def measure(root: Path, state_mib: int, value_kib: int, rate: float, say: Any, s
         time.sleep(settle)  # latency after
         writer.stop()
         t_end = time.monotonic()
+        # Once the writes stop, the new node ends up with exactly the leader's keys.
+        lead = writer.lead
+        deadline = time.monotonic() + 60
+        while cluster.status(4).get("applied") != cluster.status(lead).get("applied") and time.monotonic() < deadline:
+            time.sleep(0.1)
         # The new node's size before the transfer: its smallest sample (it may have asked to join, and the leader
         # begun streaming, before its first sample).
         base[4] = min(base[4], *(s[4] for s in samples))
@@ -198,7 +226,8 @@ def measure(root: Path, state_mib: int, value_kib: int, rate: float, say: Any, s
             "writes_before": summary(writer.between(t_join - settle, t_join)),
             "writes_during": summary(writer.between(t_join, t_done)),
             "writes_after": summary(writer.between(t_done, t_end)),
-            "writes_failed": writer.failed,
+            "writes_refused": writer.failed,
+            "leader_changes": writer.leader_changes,
             "other_followers_applied_during": {str(i): applied_after[i] - applied_before[i] for i in applied_before},
             "keys_on_new_node": cluster.status(4)["keys"],
             "keys_on_leader": cluster.status(lead)["keys"],

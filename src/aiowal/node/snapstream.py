@@ -38,6 +38,7 @@ BAD_CHECKSUM = b"\x01"
 _MAX_HEADER = 64 << 20
 
 _fsync = aiofiles.os.wrap(os.fsync)
+_fdatasync = aiofiles.os.wrap(os.fdatasync)
 
 
 class SnapshotStreamError(Exception):
@@ -104,11 +105,15 @@ class SnapshotReceiver:
         *,
         timeout: float = 10.0,
         chunk: int = CHUNK,
+        sync_every: int = 64 << 20,
     ) -> None:
         self.store = store
         self.on_received = on_received
         self.timeout = timeout
         self.chunk = chunk
+        self.sync_every = sync_every
+        """Bytes written between syncs of the partial file: the disk takes the file in steps, not in one burst at
+        the end that would hold up every other sync on it (the Raft log's among them)."""
         self.bytes_received = 0
         # The transfer writing each partial file: a newer connection for the same file takes over from an older
         # one (whose sender may be gone without the socket knowing yet).
@@ -158,13 +163,19 @@ class SnapshotReceiver:
         await writer.drain()
         async with aiofiles.open(partial, "ab" if offset else "wb") as f:
             remaining = ref.size - offset
+            unsynced = 0
             while remaining:
                 async with asyncio.timeout(self.timeout):
                     data = await reader.readexactly(min(self.chunk, remaining))
                 crc = crc32c.crc32c(data, value=crc)
                 await f.write(data)
                 remaining -= len(data)
+                unsynced += len(data)
                 self.bytes_received += len(data)
+                if unsynced >= self.sync_every:
+                    await f.flush()
+                    await _fdatasync(f.fileno())
+                    unsynced = 0
             await f.flush()
             await _fsync(f.fileno())
         if crc != ref.crc32c:
