@@ -172,16 +172,19 @@ def measure(
         pids[4] = cluster.procs[4].pid
         base[4] = rss_kib(pids[4])
         samples: list[dict[int, int]] = []
-        t_first_byte = t_received = None
+        sent_before = cluster.status(lead)["counters"]["snapshots_sent"]
+        # Streaming starts when the leader puts node 4 in snapshot state, ends when the leader counts the file
+        # sent (node 4 has it synced and renamed), and the restore ends when node 4 counts the snapshot received.
+        t_first_byte = t_streamed = t_received = None
         while True:
             samples.append({i: rss_kib(pid) for i, pid in pids.items()})
             st = cluster.status(4)
             c = st.get("counters", {})
-            if (
-                t_first_byte is None
-                and cluster.status(lead).get("progress", {}).get("4", {}).get("state") == "snapshot"
-            ):
+            lst = cluster.status(lead)
+            if t_first_byte is None and lst.get("progress", {}).get("4", {}).get("state") == "snapshot":
                 t_first_byte = time.monotonic()
+            if t_streamed is None and lst.get("counters", {}).get("snapshots_sent", 0) > sent_before:
+                t_streamed = time.monotonic()
             if t_received is None and c.get("snapshots_received", 0) >= 1:
                 t_received = time.monotonic()
             if t_received is not None and st.get("applied", 0) >= snap_index:
@@ -207,7 +210,8 @@ def measure(
         sampled_peak = {i: max(s[i] for s in samples) for i in pids}
         cluster_base = sum(base.values())
         cluster_peak = max(sum(s.values()) for s in samples)
-        streaming = max(1e-9, (t_received or t_done) - (t_first_byte or t_join))
+        start = t_first_byte or t_join
+        streamed = t_streamed or t_received or t_done
         out = {
             "state_mib": state_mib,
             "value_kib": value_kib,
@@ -216,8 +220,9 @@ def measure(
             "snapshot_bytes": received,
             "leader": lead,
             "catch_up_s": round(t_done - t_join, 2),
-            "stream_and_restore_s": round(t_done - (t_first_byte or t_join), 2),
-            "transfer_mib_per_s": round(received / MIB / streaming, 1),
+            "stream_s": round(streamed - start, 2),
+            "stream_mib_per_s": round(received / MIB / max(1e-9, streamed - start), 1),
+            "restore_s": round((t_received or t_done) - streamed, 2),
             "rss_before_mib": {str(i): round(v / 1024, 1) for i, v in base.items()},
             "rss_growth_mib": {str(i): round((sampled_peak[i] - base[i]) / 1024, 1) for i in pids},
             "peak_rss_growth_mib": {str(i): round((peak[i] - base[i]) / 1024, 1) for i in peak} if peak else None,
