@@ -15,7 +15,8 @@ from node_harness import free_ports, leader_of, read_file, write_later
 
 from aiowal import AsyncDiskStorage
 from aiowal.node import ConfChangeRefusedError, NodeConfig, NotLeaderError, RaftNode
-from aiowal.raftpb import ConfChangeType, Entry, Message, MessageType
+from aiowal.node.members import joint
+from aiowal.raftpb import ConfChangeType, ConfState, Entry, Message, MessageType, SnapshotMetadata
 
 
 class KV:
@@ -241,9 +242,7 @@ def test_a_second_change_is_refused_while_one_is_in_flight(tmp_path: Path) -> No
             # Removing every voter does not fit any configuration: refused outright.
             with pytest.raises(ConfChangeRefusedError):
                 await leader.change_membership(
-                    lambda ctx: __import__("aiowal.node.members", fromlist=["joint"]).joint(
-                        [(ConfChangeType.ConfChangeRemoveNode, i) for i in (1, 2, 3)], ctx
-                    )
+                    lambda ctx: joint([(ConfChangeType.ConfChangeRemoveNode, i) for i in (1, 2, 3)], ctx)
                 )
             assert leader.status().learners == [4]
         finally:
@@ -276,6 +275,36 @@ def test_a_dropped_forwarded_proposal_does_not_cut_the_connection(tmp_path: Path
             writer.write(frame(prop) + frame(beat))
             await writer.drain()
             await g.until(lambda: node.status().term == 7 and node.leader == 2, "the heartbeat after it was lost")
+            writer.close()
+        finally:
+            await g.stop_all()
+
+    asyncio.run(main())
+
+
+def test_a_snapshot_message_without_its_file_is_ignored(tmp_path: Path) -> None:
+    """Snapshots arrive with their file over a connection of their own; a MsgSnap on the Raft connection names a
+    file this node does not have, and installing it would leave Raft with a snapshot the state machine cannot load."""
+
+    async def main() -> None:
+        g = Group(tmp_path, 3)
+        try:
+            node = await g.start(1, [1, 2, 3])
+            _, writer = await asyncio.open_connection(*g.addrs[1])
+            snap = Message(type=MessageType.MsgSnap, to=1, term=5)
+            setattr(snap, "from", 2)
+            snap.snapshot.metadata.CopyFrom(SnapshotMetadata(index=50, term=5, conf_state=ConfState(voters=[1, 2, 3])))
+            snap.snapshot.data = b'{"size": 1, "crc32c": 0, "members": {}}'
+            beat = Message(type=MessageType.MsgHeartbeat, to=1, term=5)
+            setattr(beat, "from", 2)
+            body = snap.SerializeToString()
+            beat_body = beat.SerializeToString()
+            writer.write(len(body).to_bytes(4, "big") + body + len(beat_body).to_bytes(4, "big") + beat_body)
+            await writer.drain()
+            await g.until(lambda: node.status().term == 5, "the heartbeat after it was not read")
+            st = node.status()
+            assert (st.snapshot_index, st.commit, st.applied) == (0, 3, 3)
+            assert node.storage.snapshot().metadata.index == 0
             writer.close()
         finally:
             await g.stop_all()

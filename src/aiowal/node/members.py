@@ -68,11 +68,12 @@ class ChangeContext:
             return cls()
         try:
             d = json.loads(data)
-            tag = d.get("tag")
-            return cls(
-                tuple(int(x) for x in tag) if tag is not None else None,  # type: ignore[arg-type]
-                members_from_json(d.get("members") or {}),
-            )
+            raw = d.get("tag")
+            tag = None
+            if raw is not None:
+                node, term, seq = (int(x) for x in raw)
+                tag = (node, term, seq)
+            return cls(tag, members_from_json(d.get("members") or {}))
         except (ValueError, TypeError, KeyError, AttributeError):
             return cls()
 

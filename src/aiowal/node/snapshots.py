@@ -19,7 +19,6 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-import aiofiles.os
 import crc32c
 
 from aiowal.node.members import Member, members_from_json, members_to_json
@@ -130,13 +129,13 @@ class SnapshotStore:
         """Sync a file the state machine has written, checksum it and rename it to its final name."""
         size, crc = await asyncio.to_thread(_seal, tmp)
         ref = SnapshotRef(index, term, size, crc, dict(members))
-        await aiofiles.os.replace(tmp, self.path(ref))
+        await asyncio.to_thread(os.replace, tmp, self.path(ref))
         await asyncio.to_thread(_sync_dir, self.dir)
         return ref
 
     async def publish(self, partial: str, ref: SnapshotRef) -> None:
         """A received file, synced and checked: give it its final name, durably."""
-        await aiofiles.os.replace(partial, self.path(ref))
+        await asyncio.to_thread(os.replace, partial, self.path(ref))
         await asyncio.to_thread(_sync_dir, self.dir)
 
     def pin(self, path: str) -> None:
@@ -153,11 +152,11 @@ class SnapshotStore:
         """Delete sealed files other than the stored snapshot's, those in ``keep`` and those pinned, and partial
         files of snapshots no newer than the stored one (a newer one may still be resumed)."""
         floor = stored.index if stored is not None else 0
-        for name in await aiofiles.os.listdir(self.dir):
+        for name in await asyncio.to_thread(os.listdir, self.dir):
             m = _SNAP.match(name)
             if m is None or name in keep or name in self._pins:
                 continue
             if (stored is not None and name == stored.name) or (m.group(4) == "partial" and int(m.group(1)) > floor):
                 continue
             with contextlib.suppress(FileNotFoundError):
-                await aiofiles.os.remove(os.path.join(self.dir, name))
+                await asyncio.to_thread(os.remove, os.path.join(self.dir, name))

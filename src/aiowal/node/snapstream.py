@@ -180,7 +180,7 @@ class SnapshotReceiver:
             await _fsync(f.fileno())
         if crc != ref.crc32c:
             log.warning("snapshot %d: checksum mismatch; %s deleted, the next transfer starts over", ref.index, partial)
-            await aiofiles.os.remove(partial)
+            await asyncio.to_thread(os.remove, partial)
             writer.write(BAD_CHECKSUM)
             await writer.drain()
             return
