@@ -21,7 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aiowal import CorruptionError, DiskStorage, logfile, speedups, storage
+from aiowal import CorruptionError, DiskStorage, checks, records, speedups
 from aiowal.format import DATA_START, MAX_DATA_END, SLOT, SLOT_SIZE, U32, UNLIMITED
 from aiowal.logfile import LogFile
 from aiowal.raftpb import Entry
@@ -44,13 +44,6 @@ def test_the_accelerator_is_built_and_used() -> None:
 @given(st.binary(max_size=5000), st.integers(min_value=0, max_value=0xFFFF_FFFF))
 def test_crc32c_matches_the_crc32c_package(data: bytes, value: int) -> None:
     assert _speedups.crc32c(data, value) == crc32c.crc32c(data, value)
-
-
-def _pure_file(data_end: int, count: int) -> LogFile:
-    """A LogFile with no file behind it, enough for the pack methods."""
-    lf = LogFile.__new__(LogFile)
-    lf.data_end, lf.count, lf.data_key = data_end, count, None
-    return lf
 
 
 @st.composite
@@ -76,30 +69,23 @@ def test_pack_gives_the_bytes_of_the_python_path(batch: list[Entry], data: st.Da
     count = data.draw(st.sampled_from([0, 3]))
     start = data.draw(st.integers(min_value=0, max_value=len(batch) - 1))
     stop = data.draw(st.integers(min_value=start + 1, max_value=len(batch)))
-    lf = _pure_file(data_end, count)
-    old = logfile.MAX_DATA_END
-    logfile.MAX_DATA_END = cap
-    try:
-        expected = lf._pack_one(batch[start]) if stop - start == 1 else lf._pack_many(batch[start:stop])
-    finally:
-        logfile.MAX_DATA_END = old
+    expected = records.pack(batch, start, stop, data_end, cap, count == 0)
     got = _speedups.pack(batch, start, stop, data_end, cap, count == 0)
     if expected is None:
         assert got is None
         return
     assert got is not None
-    records, *rest = expected
-    assert (b"".join(records), *rest) == got
+    payloads, *rest = expected
+    assert (b"".join(payloads), *rest) == got
 
 
 def _file_image(batch: list[Entry], tail: int = 0) -> bytes:
     """The bytes of a log file holding ``batch`` (packed by the Python path), plus ``tail`` zero bytes."""
-    lf = _pure_file(DATA_START, 0)
-    packed = lf._pack_many(batch) if len(batch) > 1 else lf._pack_one(batch[0])
+    packed = records.pack(batch, 0, len(batch), DATA_START, MAX_DATA_END, True)
     assert packed is not None
-    records, slots = packed[0], packed[1]
+    payloads, slots = packed[0], packed[1]
     head = slots + bytes(DATA_START - len(slots))
-    return head + b"".join(records) + bytes(tail)
+    return head + b"".join(payloads) + bytes(tail)
 
 
 def _reader(image: bytes, batch: list[Entry]) -> LogFile:
@@ -148,8 +134,7 @@ def test_read_of_a_file_with_a_gap_stops_at_hi() -> None:
     # Dgraph leaves a gap inside a file when a snapshot arrives through Save: indexes rise, not contiguously.
     batch = [Entry(term=1, index=i, data=b"x" * i) for i in (5, 6, 7, 20, 21)]
     image = bytearray(_file_image([Entry(term=1, index=i, data=b"x" * i) for i in range(1, 6)]))
-    lf0 = _pure_file(DATA_START, 0)
-    packed = lf0._pack_many(batch)
+    packed = records.pack(batch, 0, len(batch), DATA_START, MAX_DATA_END, True)
     assert packed is not None
     image[: 5 * SLOT_SIZE] = packed[1]
     image[DATA_START : DATA_START + len(b"".join(packed[0]))] = b"".join(packed[0])
@@ -246,7 +231,7 @@ def _check_python(ents: list[object]) -> None:
     accelerated = speedups.entries_ok
     speedups.entries_ok = None
     try:
-        storage._check_entries(ents)  # type: ignore[arg-type]
+        checks.check_entries(ents)  # type: ignore[arg-type]
     finally:
         speedups.entries_ok = accelerated
 

@@ -13,18 +13,15 @@ import mmap
 import os
 import struct
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import accumulate, chain, compress, repeat
-from operator import add, and_, attrgetter, gt, itemgetter, lshift, ne, or_, rshift
+from itertools import repeat
+from operator import add, and_, attrgetter, itemgetter
 from typing import Any
 
-from crc32c import crc32c as _crc32c
-
-from aiowal import speedups
+from aiowal import records, speedups
 from aiowal.errors import CorruptionError, EncryptionKeyError
 from aiowal.format import (
-    CRC_HEADER,
     DATA_START,
     ENC_HEADER,
     ENC_OFFSET,
@@ -40,9 +37,7 @@ from aiowal.format import (
     UNLIMITED,
     entry_size,
     grown_size,
-    record_crc,
     signed_type,
-    type_word,
 )
 from aiowal.fs import FS
 from aiowal.keyregistry import aes_ctr
@@ -53,9 +48,6 @@ log = logging.getLogger(__name__)
 IOV_MAX = 1024
 _DATA, _TERM, _INDEX, _TYPE = (attrgetter(name) for name in ("data", "term", "index", "type"))
 _FIRST = itemgetter(0)
-# What an append writes: records (length prefix, payload, ...), slot bytes, new data end, entries, first and last
-# index, last term.
-_Packed = tuple[list[bytes], bytes, int, int, int, int, int]
 _MAX_ENTRY_OVERHEAD = 39  # entry_size(term, index, type, n) - n is at most this (three 10-byte varints, tags, length)
 _ZERO_SLOT_AREA = memoryview(bytes(SLOT_AREA))
 
@@ -191,13 +183,13 @@ class LogFile:
         good = n
         if n:
             if indexes[0] + n > 1 << 64 or indexes[:n] != array("Q", range(indexes[0], indexes[0] + n)):
-                good = _first_not_increasing(indexes, n, strict=True)  # not contiguous: a gap, or damage
-            good = min(good, _first_not_increasing(table[0::4], good, strict=False))
+                good = records.first_not_increasing(indexes, n, strict=True)  # not contiguous: a gap, or damage
+            good = min(good, records.first_not_increasing(table[0::4], good, strict=False))
             if table[2] < DATA_START:
                 good = 0
             if validate_records:
-                good = min(good, _first_not_increasing(table[2::4], good, strict=True))
-                good = self._validate_records(table, good)
+                good = min(good, records.first_not_increasing(table[2::4], good, strict=True))
+                good = next(records.bad_records(table, self.mm, self.size, good), good)
             elif good and not self._record_fits(table, good - 1):
                 good -= 1
         if good < n:
@@ -226,7 +218,11 @@ class LogFile:
                 return f"{where}: term {term} is below the previous term {p_term}"
             if off <= p_off:
                 return f"{where}: data offset {off} overlaps the previous record"
-        return f"{where}: {self.record_problem(k) or 'invalid record'} (record at offset {off})"
+        if off < DATA_START:
+            return f"{where}: data offset {off} outside the data area (record at offset {off})"
+        assert self.mm is not None
+        problem = records.record_problem(table, self.mm, self.size, k, len(table) // 4)
+        return f"{where}: {problem or 'invalid record'} (record at offset {off})"
 
     def _record_fits(self, table: array[int], slot: int) -> bool:
         assert self.mm is not None
@@ -235,41 +231,6 @@ class LogFile:
             return False
         return bool(off + 4 + U32.unpack_from(self.mm, off)[0] <= self.size)
 
-    def _validate_records(self, table: array[int], n: int) -> int:
-        """Check length and CRC of records ``[0, n)``; returns the first bad one, or ``n``."""
-        return next(self._bad_records(table, n), n)
-
-    def _bad_records(self, table: array[int], n: int) -> Iterator[int]:
-        """The slots in ``[0, n)`` whose record runs out of the file, into the next record, or fails its CRC. Runs
-        on open over up to 30,000 records, so the common all-good case is C-level passes; anything suspect is then
-        located by the record-by-record check."""
-        mm = self.mm
-        assert mm is not None
-        if not n:
-            return
-        terms, indexes, offs, words = (
-            table[0 : 4 * n : 4],
-            table[1 : 4 * n : 4],
-            table[2 : 4 * n : 4],
-            table[3 : 4 * n : 4],
-        )
-        if max(offs) + 4 <= self.size:
-            lens = list(map(_FIRST, map(U32.unpack_from, repeat(mm), offs)))
-            begins = list(map(add, offs, repeat(4)))
-            ends = list(map(add, begins, lens))
-            if max(ends) <= self.size and not any(map(gt, ends[:-1], offs[1:])):
-                types = map(and_, words, repeat(TYPE_MASK))
-                stored = list(map(rshift, words, repeat(32)))
-                datas = map(mm.__getitem__, map(slice, begins, ends))
-                header_crcs = map(_crc32c, map(CRC_HEADER.pack, terms, indexes, offs, types, lens))
-                crcs = map(_crc32c, datas, header_crcs)  # format.record_crc as C-level passes
-                # A stored CRC of 0 is a slot written by Dgraph (no CRC to check); the others must match, or be the
-                # mark of a dropped record (checked one by one).
-                suspects = compress(range(n), map(and_, map(bool, stored), map(ne, crcs, stored)))
-                yield from (k for k in suspects if self._validate_each(table, k, k + 1) == k)
-                return
-        yield from (k for k in range(n) if self._validate_each(table, k, min(k + 2, n)) == k)
-
     def record_problems(self) -> list[str]:
         """Every used slot whose record is out of bounds or fails its checksum, naming file and offset."""
         if not self.count:
@@ -277,25 +238,8 @@ class LogFile:
         table = array("Q")
         table.frombytes(self.fs.pread(self.fd, self.count * SLOT_SIZE, 0))
         table.byteswap()
-        return [self._slot_problem(table, k) for k in self._bad_records(table, self.count)]
-
-    def _validate_each(self, table: array[int], start: int, n: int) -> int:
-        """Record-by-record check of ``[start, n)``: the first bad record, or ``n`` (a record must end before the
-        next one in the range starts)."""
-        mm = self.mm
-        assert mm is not None
-        size = self.size
-        for k in range(start, n):
-            term, index, off, word = table[4 * k : 4 * k + 4]
-            if off + 4 > size:
-                return k
-            length = U32.unpack_from(mm, off)[0]
-            end = off + 4 + length
-            if end > size or (k + 1 < n and end > table[4 * k + 6]):
-                return k
-            if not _crc_ok(term, index, off, word, mm[off + 4 : end]):
-                return k
-        return n
+        assert self.mm is not None
+        return [self._slot_problem(table, k) for k in records.bad_records(table, self.mm, self.size, self.count)]
 
     def _set_prefix(self, table: array[int], n: int) -> None:
         self.count = n
@@ -456,19 +400,6 @@ class LogFile:
         except ValueError as exc:  # e.type = etype: raftpb.EntryType is a closed proto2 enum
             raise CorruptionError(f"{self.path}: an entry's type is not an EntryType ({exc})") from exc
 
-    def record_problem(self, s: int) -> str | None:
-        """What is wrong with slot ``s``'s record (bounds, checksum), or None."""
-        assert self.mm is not None
-        term, index, off, word = SLOT.unpack(self.fs.pread(self.fd, SLOT_SIZE, s * SLOT_SIZE))
-        if off < DATA_START or off + 4 > self.size:
-            return f"data offset {off} outside the data area"
-        n = U32.unpack_from(self.mm, off)[0]
-        if off + 4 + n > self.size:
-            return f"record of {n} bytes runs past the end of the file"
-        if not _crc_ok(term, index, off, word, self.mm[off + 4 : off + 4 + n]):
-            return "record checksum mismatch"
-        return None
-
     # --- writing ----------------------------------------------------------------------------------------------
     def append(self, entries: Sequence[Entry], start: int) -> int:
         """Write ``entries[start:]`` after the last record, data records first, then their slots, stopping where
@@ -480,21 +411,21 @@ class LogFile:
         if start >= stop:
             return start
         pack = speedups.pack
+        packed: records.Packed | None
         if pack is not None and self.data_key is None:
             c_packed = pack(entries, start, stop, self.data_end, MAX_DATA_END, self.count == 0)
             packed = None if c_packed is None else ([c_packed[0]], *c_packed[1:])
-        elif stop - start == 1:
-            packed = self._pack_one(entries[start])
         else:
-            packed = self._pack_many(entries[start:stop] if start or stop < len(entries) else entries)
+            encrypt = records.encryptor(self.data_key, self.base_iv) if self.data_key is not None else None
+            packed = records.pack(entries, start, stop, self.data_end, MAX_DATA_END, self.count == 0, encrypt)
         if packed is None:
             return start
-        records, slots, end, count, first, last, last_term = packed
+        payloads, slots, end, count, first, last, last_term = packed
         if end > self.size:
             self._grow(end)
         at = self.data_end
-        for i in range(0, len(records), IOV_MAX):
-            chunk = records[i : i + IOV_MAX]
+        for i in range(0, len(payloads), IOV_MAX):
+            chunk = payloads[i : i + IOV_MAX]
             self.fs.pwritev(self.fd, chunk, at)
             at += sum(map(len, chunk))
         self.fs.pwrite(self.fd, slots, self.count * SLOT_SIZE)
@@ -508,47 +439,6 @@ class LogFile:
         self.last_term = last_term
         self.data_end = end
         return start + count
-
-    def _pack_one(self, e: Entry) -> _Packed | None:
-        """Records and slot of one entry (the common Raft save), or None when it must go to the next file."""
-        data = e.data
-        n = len(data)
-        off = self.data_end
-        if off + 4 + n > MAX_DATA_END and self.count:
-            return None
-        term, index, etype = e.term, e.index, e.type  # the entry type is a closed proto2 enum, 0..2
-        if self.data_key is not None and n:
-            data = aes_ctr(self.data_key, self.base_iv + U64.pack(off), data)
-        word = type_word(etype, record_crc(term, index, off, etype, data))
-        return [U32.pack(n), data], SLOT.pack(term, index, off, word), off + 4 + n, 1, index, index, term
-
-    def _pack_many(self, batch: Sequence[Entry]) -> _Packed | None:
-        """Records and slots of the entries of ``batch`` that fit in this file (None if none does). Every
-        per-entry step is a ``map`` over C functions: a Python loop body would cost more than the packing."""
-        datas = list(map(_DATA, batch))
-        lens = list(map(len, datas))
-        # ends[k] is where record k starts, ends[k + 1] where it ends (4-byte length prefix + payload).
-        ends = list(accumulate(map(add, lens, repeat(4)), initial=self.data_end))
-        if ends[-1] > MAX_DATA_END:
-            fit = bisect.bisect_right(ends, MAX_DATA_END) - 1
-            if fit == 0 and self.count == 0:
-                fit = 1
-            if fit == 0:
-                return None
-            batch, datas, lens, ends = batch[:fit], datas[:fit], lens[:fit], ends[: fit + 1]
-        offs = ends[:-1]
-        terms = list(map(_TERM, batch))
-        indexes = list(map(_INDEX, batch))
-        types = list(map(_TYPE, batch))  # a closed proto2 enum: 0..2, so the low 32 bits as they are
-        if self.data_key is not None:
-            key, base_iv = self.data_key, self.base_iv
-            datas = [aes_ctr(key, base_iv + U64.pack(o), d) if d else d for o, d in zip(offs, datas, strict=True)]
-        # format.record_crc and format.type_word, as C-level passes over the batch
-        crcs = map(_crc32c, datas, map(_crc32c, map(CRC_HEADER.pack, terms, indexes, offs, types, lens)))
-        words = map(or_, map(lshift, crcs, repeat(32)), types)
-        slots = b"".join(map(SLOT.pack, terms, indexes, offs, words))
-        records = list(chain.from_iterable(zip(map(U32.pack, lens), datas, strict=True)))
-        return records, slots, ends[-1], len(batch), indexes[0], indexes[-1], terms[-1]
 
     def _grow(self, needed_end: int) -> None:
         self.resize(grown_size(self.size, needed_end))
@@ -579,7 +469,7 @@ class LogFile:
         if U32.unpack_from(self.mm, info.offset)[0] == 0:
             return False
         # The slot first gets the dropped-data mark, then the length goes to zero: both states open as valid.
-        new_word = (_dropped_crc(info.term, info.index, info.offset) << 32) if info.crc else 0
+        new_word = (records.dropped_crc(info.term, info.index, info.offset) << 32) if info.crc else 0
         self.fs.pwrite(self.fd, U64.pack(new_word), s * SLOT_SIZE + 24)
         return True
 
@@ -594,37 +484,3 @@ class LogFile:
         if self.fd >= 0:
             fd, self.fd = self.fd, -1
             self.fs.close(fd)
-
-
-def _first_not_increasing(values: array[int], n: int, strict: bool) -> int:
-    """The first position k < n where values[k] does not follow values[k-1] in order (n if none)."""
-    prefix = values[:n].tolist()
-    if prefix == sorted(prefix) and (not strict or len(set(prefix)) == n):
-        return n
-    for k in range(1, n):
-        if prefix[k] < prefix[k - 1] or (strict and prefix[k] == prefix[k - 1]):
-            return k
-    return n  # pragma: no cover - the sorted comparison said otherwise
-
-
-DROPPED_MARK = 0x5A5A_A5A5
-"""XORed into the CRC of empty data for a record whose data truncate_entries_until dropped. It must differ from
-the plain CRC of empty data: an empty entry appended where an older record lies (after an overwrite, or after a
-crash left unsynced records past the log's end) has that CRC, and if its 4-byte record did not reach the disk
-before a power cut, the older record's bytes would otherwise pass for dropped data and be read back as its data."""
-
-
-def _dropped_crc(term: int, index: int, off: int) -> int:
-    return record_crc(term, index, off, 0, b"") ^ DROPPED_MARK
-
-
-def _crc_ok(term: int, index: int, off: int, word: int, stored: bytes) -> bool:
-    """Whether a record matches its slot's CRC: no CRC (written by Dgraph), the stored bytes, or, for a Normal
-    record whose data truncate_entries_until dropped (or is dropping: the length is zeroed after the mark), the
-    dropped-data mark."""
-    crc = word >> 32
-    return (
-        crc == 0
-        or crc == record_crc(term, index, off, word, stored)
-        or (word & TYPE_MASK == 0 and crc == _dropped_crc(term, index, off))
-    )

@@ -22,7 +22,7 @@ ReadFn = Callable[[type[Entry], Any, int, int, int, int, bool, list[Entry]], int
 
 pack: PackFn | None = None
 """``pack(entries, start, stop, data_end, max_data_end, force_first)``: records and slots of the entries that fit
-(see ``LogFile._pack_many``), or None when none does."""
+(see ``records.pack``, its pure-Python twin), or None when none does."""
 read: ReadFn | None = None
 """``read(Entry, buffer, s, stop, hi, budget, started, out)``: see ``LogFile.read``; ValueError for a bad record."""
 entries_ok: Callable[[Sequence[Entry], type[Entry]], bool] | None = None

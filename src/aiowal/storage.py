@@ -9,17 +9,15 @@ durability: the log, then the HardState with the durable mark, then ``wal.meta``
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
 import os
 import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from operator import attrgetter
 from typing import Any, Self
 
-from aiowal import speedups
+from aiowal import checks
 from aiowal.errors import (
     CompactedError,
     CorruptionError,
@@ -40,8 +38,6 @@ from aiowal.wal import Wal
 
 log = logging.getLogger(__name__)
 
-_U64_MAX = (1 << 64) - 1
-_INDEX = attrgetter("index")
 _READ_ONLY_ATTEMPTS = 50  # a read-only open retries while a writer changes the directory under it
 
 
@@ -107,9 +103,9 @@ class DiskStorage:
         fs: FS | None = None,
     ) -> DiskStorage:
         """Open (creating if missing) the WAL directory at ``path``; see ``docs/api.md``."""
-        path = _check_path(path)
-        _check_flag(hard_sync, "hard_sync")
-        _check_flag(read_only, "read_only")
+        path = checks.check_path(path)
+        checks.check_flag(hard_sync, "hard_sync")
+        checks.check_flag(read_only, "read_only")
         if fs is not None and not isinstance(fs, FS):
             raise TypeError(f"fs must be an aiowal.fs.FS, not {type(fs).__name__}")
         fs = fs or DEFAULT_FS
@@ -128,7 +124,7 @@ class DiskStorage:
         """A read-only open that needs no key: encrypted log files are checked as open checks them (a record's
         checksum covers its stored bytes) and ``record_problems`` works, but their entries cannot be read
         (``EncryptionKeyError``). For ``aiowal verify`` without ``--key-file``."""
-        path = _check_path(path)
+        path = checks.check_path(path)
         if not os.path.isdir(path):
             raise StorageError(f"{path}: no such WAL directory")
         return cls._open_read_only(path, None, fs or DEFAULT_FS, keyless=True)
@@ -380,7 +376,7 @@ class DiskStorage:
 
     def term(self, i: int) -> int:
         """The term of entry ``i``, for ``first_index() - 1 <= i <= last_index()``."""
-        _check_index(i, "i")
+        checks.check_index(i, "i")
         with self._mutex:
             self._check_open()
             term = self._term(i)
@@ -404,10 +400,10 @@ class DiskStorage:
 
     def entries(self, lo: int, hi: int, max_size: int | None = None) -> list[Entry]:
         """Entries ``[lo, hi)``: at least one if any, then as many as fit in ``max_size`` bytes."""
-        _check_index(lo, "lo")
-        _check_index(hi, "hi")
+        checks.check_index(lo, "lo")
+        checks.check_index(hi, "hi")
         if max_size is not None:
-            _check_index(max_size, "max_size")
+            checks.check_index(max_size, "max_size")
         if lo > hi:
             raise ValueError(f"invalid range: lo {lo} > hi {hi}")
         with self._mutex:
@@ -428,7 +424,7 @@ class DiskStorage:
             return snap
 
     def uint(self, info: MetaInfo) -> int:
-        info = _check_info(info)
+        info = checks.check_info(info)
         with self._mutex:
             self._check_open()
             return self._meta.uints[info]
@@ -514,7 +510,7 @@ class DiskStorage:
         if snapshot is not None and not isinstance(snapshot, Snapshot):
             raise TypeError(f"snapshot must be a raftpb.Snapshot, not {type(snapshot).__name__}")
         ents = entries if isinstance(entries, list) else list(entries)
-        _check_entries(ents)
+        checks.check_entries(ents)
         with self._mutex:
             self._check_writable()
             si = self._meta.snapshot_index
@@ -540,9 +536,9 @@ class DiskStorage:
                     prev_term = last_term
                 else:
                     prev_term = floor_term if first == floor + 1 else self._term(first - 1)
-                _check_terms(ents, prev_term, floor_term)
+                checks.check_terms(ents, prev_term, floor_term)
                 last, last_term = ents[-1].index, ents[-1].term
-            hs = hard_state if hard_state is not None and _nonempty(hard_state) else None
+            hs = hard_state if hard_state is not None and checks.nonempty(hard_state) else None
             if hs is not None and hs.commit > last:
                 raise ValueError(f"HardState commit {hs.commit} is past the last index {last} after this save")
             return SavePlan(ents, snap, hs, last, last_term)
@@ -654,7 +650,7 @@ class DiskStorage:
             self._run(self.create_snapshot_steps(i, conf_state, data))
 
     def create_snapshot_steps(self, i: int, conf_state: ConfState | None, data: bytes | None) -> Steps:
-        _check_index(i, "i")
+        checks.check_index(i, "i")
         if conf_state is not None and not isinstance(conf_state, ConfState):
             raise TypeError(f"conf_state must be a raftpb.ConfState, not {type(conf_state).__name__}")
         if data is not None and not isinstance(data, bytes | bytearray | memoryview):
@@ -679,7 +675,7 @@ class DiskStorage:
             self._run(self.truncate_steps(i))
 
     def truncate_steps(self, i: int) -> Steps:
-        _check_index(i, "i")
+        checks.check_index(i, "i")
         self._check_writable()
         yield from self._start_mark_steps()
         yield from self._wal.drop_data_until(i)
@@ -691,9 +687,9 @@ class DiskStorage:
             self._run(self.set_uint_steps(info, value))
 
     def set_uint_steps(self, info: MetaInfo, value: int) -> Steps:
-        info = _check_info(info)
-        _check_index(value, "value")
-        if value > _U64_MAX:
+        info = checks.check_info(info)
+        checks.check_index(value, "value")
+        if value > checks.U64_MAX:
             raise ValueError(f"value {value} does not fit in 64 bits")
         if info in (MetaInfo.SNAPSHOT_INDEX, MetaInfo.SNAPSHOT_TERM):
             raise ValueError(f"{info.name} is kept by snapshots; use save() or create_snapshot()")
@@ -710,59 +706,6 @@ class DiskStorage:
     def sync_steps(self) -> Steps:
         self._check_writable()
         return self._sync_steps()
-
-
-def _check_terms(ents: Sequence[Entry], prev_term: int, floor_term: int) -> None:
-    """Raft's terms never decrease along the log: not inside ``ents``, not from the entry before them, not below
-    the snapshot's term."""
-    low = max(prev_term, floor_term)
-    if ents[0].term < low:
-        what = "the snapshot's term" if floor_term >= prev_term else f"the term of entry {ents[0].index - 1}"
-        raise ValueError(f"entry {ents[0].index} has term {ents[0].term}, below {what} ({low}): terms never decrease")
-    terms = [e.term for e in ents]
-    if terms != sorted(terms):
-        k = next(k for k in range(1, len(terms)) if terms[k] < terms[k - 1])
-        raise ValueError(
-            f"entry {ents[k].index} has term {terms[k]}, below the term {terms[k - 1]} of entry {ents[k - 1].index}:"
-            " terms never decrease"
-        )
-
-
-def _nonempty(hs: HardState) -> bool:
-    return bool(hs.term or hs.vote or hs.commit)
-
-
-def _check_index(v: object, name: str) -> None:
-    if not isinstance(v, int) or isinstance(v, bool):
-        raise TypeError(f"{name} must be an int, not {type(v).__name__}")
-    if v < 0:
-        raise ValueError(f"{name} must not be negative (got {v})")
-
-
-def _check_flag(v: object, name: str) -> None:
-    if not isinstance(v, bool):
-        raise TypeError(f"{name} must be True or False, not {v!r}")
-
-
-def _check_path(path: object) -> str:
-    """``path`` as a str: a str or an ``os.PathLike`` giving one (bytes paths are refused)."""
-    if not isinstance(path, str | os.PathLike):
-        raise TypeError(f"path must be a str or an os.PathLike, not {type(path).__name__}")
-    fspath = os.fspath(path)
-    if not isinstance(fspath, str):
-        raise TypeError(f"path must give a str, not {type(fspath).__name__}")
-    if not fspath or "\0" in fspath:
-        raise ValueError(f"invalid path: {fspath!r}")
-    return fspath
-
-
-def _check_info(info: object) -> MetaInfo:
-    if isinstance(info, bool) or not isinstance(info, int):
-        raise TypeError(f"info must be a MetaInfo, not {type(info).__name__}")
-    try:
-        return MetaInfo(info)
-    except ValueError:
-        raise ValueError(f"Invalid info: {info}") from None
 
 
 def _dir_identity(path: str) -> tuple[object, ...]:
@@ -790,25 +733,3 @@ def _stat(path: str) -> os.stat_result | None:
         return os.stat(path)
     except OSError:
         return None
-
-
-def _check_entries(ents: Sequence[Entry]) -> None:
-    """Every item a ``raftpb.Entry``, indexes contiguous and not 0: C-level passes first, a loop only to name the
-    culprit."""
-    ok = speedups.entries_ok
-    if ok is not None and ok(ents, Entry):
-        return
-    if not ents:
-        return
-    if set(map(type, ents)) != {Entry}:
-        for e in ents:
-            if not isinstance(e, Entry):
-                raise TypeError(f"entries must be raftpb.Entry, not {type(e).__name__}")
-    indexes = list(map(_INDEX, ents))
-    first = indexes[0]
-    if indexes != list(range(first, first + len(indexes))):
-        for prev, nxt in itertools.pairwise(indexes):
-            if nxt != prev + 1:
-                raise ValueError(f"entries are not contiguous: {prev} then {nxt}")
-    if first == 0:
-        raise ValueError("entry index 0 is not valid")
