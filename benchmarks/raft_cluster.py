@@ -11,6 +11,8 @@ import asyncio
 import itertools
 import socket
 import time
+from collections.abc import Awaitable
+from pathlib import Path
 from typing import Any
 
 from aiowal import AsyncDiskStorage
@@ -26,11 +28,11 @@ class _Counter:
         self.n += 1
         return index
 
-    def snapshot(self) -> bytes:
-        return str(self.n).encode()
+    def snapshot_to(self, path: str) -> Awaitable[None]:
+        return asyncio.to_thread(Path(path).write_text, str(self.n))
 
-    def restore(self, data: bytes) -> None:
-        self.n = int(data or b"0")
+    async def restore_from(self, path: str) -> None:
+        self.n = int(await asyncio.to_thread(Path(path).read_text))
 
 
 def _ports(n: int) -> list[int]:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable
 from pathlib import Path
 
-from node_harness import free_ports, leader_of
+from node_harness import free_ports, leader_of, read_file, write_later
 
 from aiowal import AsyncDiskStorage, DiskStorage
 from aiowal.node import NodeConfig, NotLeaderError, RaftNode
@@ -22,11 +23,11 @@ class KV:
         self.data[k] = v
         return index
 
-    def snapshot(self) -> bytes:
-        return json.dumps(self.data, sort_keys=True).encode()
+    def snapshot_to(self, path: str) -> Awaitable[None]:
+        return write_later(path, json.dumps(self.data, sort_keys=True).encode())
 
-    def restore(self, data: bytes) -> None:
-        self.data = json.loads(data) if data else {}
+    async def restore_from(self, path: str) -> None:
+        self.data = json.loads(await read_file(path))
 
 
 async def start(i: int, peers: dict[int, tuple[str, int]], root: Path, sms: dict[int, KV]) -> RaftNode:
