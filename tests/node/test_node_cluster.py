@@ -5,29 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable
 from pathlib import Path
 
-from node_harness import free_ports, leader_of, read_file, write_later
+from node_harness import KV, free_ports, leader_of
 
 from aiowal import AsyncDiskStorage, DiskStorage
 from aiowal.node import NodeConfig, NotLeaderError, RaftNode
-
-
-class KV:
-    def __init__(self) -> None:
-        self.data: dict[str, str] = {}
-
-    def apply(self, index: int, data: bytes) -> object:
-        k, v = json.loads(data)
-        self.data[k] = v
-        return index
-
-    def snapshot_to(self, path: str) -> Awaitable[None]:
-        return write_later(path, json.dumps(self.data, sort_keys=True).encode())
-
-    async def restore_from(self, path: str) -> None:
-        self.data = json.loads(await read_file(path))
 
 
 async def start(i: int, peers: dict[int, tuple[str, int]], root: Path, sms: dict[int, KV]) -> RaftNode:
