@@ -108,6 +108,7 @@ def _meta(cfg: Config) -> dict[str, Any]:
             "pysyncobj": version("pysyncobj"),
             "uvloop": version("uvloop"),
             "protobuf": version("protobuf"),
+            "aiosqlite": version("aiosqlite"),
         },
         "config": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(cfg).items()},
         "method": "each figure is measured in rounds interleaved with what it is compared to (the order rotates each "
