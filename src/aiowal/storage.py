@@ -623,13 +623,15 @@ class DiskStorage:
 
     def _switch_snapshot(self, snap: Snapshot, floor: int | None) -> Steps:
         """Switch wal.meta to one holding ``snap``: the file work (temp file, its sync, rename) is one blocking step,
-        the switch in memory follows it, and with ``hard_sync`` the directory sync is a second step."""
+        the switch in memory follows it, and the directory sync is a second step, with or without ``hard_sync``: a
+        snapshot is durable when it returns (a later ``sync()`` syncs the directory only if log files came or went),
+        and a save's entries after its snapshot never reach the disk before the switch (they would follow the old
+        log)."""
         meta = self._meta
         job: Call[NewMetaFile] = Call(lambda: meta.write_snapshot_file(snap, floor))
         yield job
         meta.adopt(job.result)  # here, not in the step: a reader sees the old snapshot or the new, never a mix
-        if self.hard_sync:
-            yield FdSync(self._fs, [], self.path)
+        yield FdSync(self._fs, [], self.path)
 
     def _meta_sync_steps(self) -> Steps:
         yield FdSync(self._fs, [self._meta.fd])
