@@ -106,9 +106,11 @@ def check_nondurable(o: Observed, states: Sequence[Model], ops: Sequence[Op], p:
             return f"synced entries {lost[:8]} missing (log ends at {o.last})"
         return None
 
-    misfits = [misfit(j) for j in range(p, q + 1)]
-    if all(misfits):
-        out.append(f"no state of ops {p}..{q} explains the log: {misfits[0]} (synced); {misfits[-1]} (last)")
+    misfits = {j: misfit(j) for j in range(p, q + 1)}
+    if all(misfits.values()):
+        near = [j for j in misfits if not snap_epochs or epochs[j - p] in snap_epochs]  # with the snapshot found
+        why = "; ".join(f"state {j}: {misfits[j]}" for j in (near[:1] + near[-1:] if near else [p, q]))
+        out.append(f"no state of ops {p}..{q} explains the log ({why})")
     written = {states[j].hs for j in range(p, q + 1)}
     allowed = {reported_hs((t, v, min(c, o.last)), o.snap.index) for t, v, c in written}
     if o.hs not in allowed:
