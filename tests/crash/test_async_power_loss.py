@@ -96,7 +96,10 @@ class Simulator:
             else:
                 problems = check_nondurable(o, run.models, run.ops, self.synced, self.snapshotted, q)
             if not problems and self._n % self.post_every == 0:
-                problems = run_loop(self.loop, lambda: _write_after_recovery(d, self.key, o))
+                try:
+                    problems = run_loop(self.loop, lambda: _write_after_recovery(d, self.key, o))
+                except Exception as exc:
+                    problems = [f"the write after recovery raised {type(exc).__name__}: {exc}"]
             if problems:
                 self._fail(context, state, problems)
             else:
@@ -148,7 +151,7 @@ WORKLOADS = [
     ("asyncio-plain", "asyncio", False, True, 21, 2, 2, 8),
     ("uvloop-encrypted", "uvloop", True, True, 22, 2, 2, 8),
     ("asyncio-plain-nondurable", "asyncio", False, False, 20, 1, 2, 4),
-    ("uvloop-encrypted-nondurable", "uvloop", True, False, 25, 1, 2, 5),
+    ("uvloop-encrypted-nondurable", "uvloop", True, False, 35, 1, 2, 5),
 ]
 SOAK_WORKLOADS = [
     (
