@@ -8,11 +8,12 @@ Ops ``p+1..q`` were written (the last maybe in part). A recovered directory must
 
 - its log is a prefix of the log of one state ``j`` in ``p..q``, reading every entry present at its index in that
   state (never garbage, never old entries beside new ones), with every entry of ``states[p]`` that state ``j``
-  still holds present, except those the op after ``j`` overwrites (its cut may be part done);
+  still holds present (none once a save with a snapshot discarded them), except those the op after ``j``
+  overwrites (its cut may be part done);
 - the log a state holds counts the entries a ``create_snapshot`` compacted since ``p``: they stay until their file
   goes, and are only hidden once the snapshot switch is on disk;
-- an entry below a ``truncate_entries_until`` of ``p+1..q`` may have its data or none (the zeroed lengths are not
-  synced), each entry on its own;
+- an entry below a ``truncate_entries_until`` of ``p+1..q`` on the same log (no save with a snapshot between them)
+  may have its data or none (the zeroed lengths are not synced), each entry on its own;
 - the snapshot is the one of a state in ``s..q`` that discarded the same log (no save with a snapshot between it and
   state ``j``);
 - the HardState is one written in ``p..q`` (its commit set to the last index when it is past it), each u64 field
@@ -70,15 +71,22 @@ def check_nondurable(o: Observed, states: Sequence[Model], ops: Sequence[Op], p:
     out = list(o.problems)
     logs = full_logs(states, ops, p, q)
     epochs = _epochs(ops, p, q)
-    # Entries below a truncate_entries_until since p may have their data or none.
-    drop_below = max((ops[j].index for j in range(p + 1, q + 1) if ops[j].kind == "truncate"), default=0)
+    # Entries below a truncate_entries_until since p may have their data or none (one of the same log: no save with
+    # a snapshot between them).
+    drop_below = {
+        e: max(
+            (ops[t].index for t in range(p + 1, q + 1) if ops[t].kind == "truncate" and epochs[t - p] == e), default=0
+        )
+        for e in set(epochs)
+    }
 
     def same(got: Ent, want: Ent, i: int, j: int) -> bool:
         if got == want:
             return True
-        if i >= drop_below or got.term != want.term or got.type != 0 or want.type != 0:
+        if i >= drop_below[epochs[j - p]] or got.term != want.term or got.type != 0 or want.type != 0:
             return False
-        return not got.data or (not want.data and any(log.get(i) == got for log in logs[: j - p + 1]))
+        earlier = (logs[k - p] for k in range(p, j + 1) if epochs[k - p] == epochs[j - p])
+        return not got.data or (not want.data and any(log.get(i) == got for log in earlier))
 
     snap_epochs = {epochs[k - p] for k in range(s, q + 1) if states[k].snap == o.snap}
     if not snap_epochs:
@@ -97,10 +105,14 @@ def check_nondurable(o: Observed, states: Sequence[Model], ops: Sequence[Op], p:
             if got is None or want is None or not same(got, want, i, j):
                 return f"entry {i} is {got.short() if got else 'absent'}, not {want.short() if want else 'absent'}"
         cut = states[j].overwrite_point(ops[j + 1]) if j < q and ops[j + 1].snap is None else None
-        lost = [
+        lost = [  # (a save with a snapshot since p discarded them all)
             i
             for i, e in sorted(states[p].log.items())
-            if i > max(o.last, o.snap.index) and i in log and same(log[i], e, i, j) and (cut is None or i < cut)
+            if i > max(o.last, o.snap.index)
+            and epochs[j - p] == 0
+            and i in log
+            and same(log[i], e, i, j)
+            and (cut is None or i < cut)
         ]
         if lost:
             return f"synced entries {lost[:8]} missing (log ends at {o.last})"

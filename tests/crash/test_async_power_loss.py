@@ -76,7 +76,7 @@ class Simulator:
         self.synced = self.snapshotted = 0
         self.post_every = post_every
         self.stats = SimStats()
-        self.seen: set[tuple[bytes, int, int]] = set()
+        self.seen: set[tuple[bytes, int, int, int, int]] = set()
         self._n = 0
 
     def check(self, state: CrashState, run: AsyncRun, p: int, q: int, context: str) -> None:
@@ -117,7 +117,7 @@ class Simulator:
     def states_at(self, disk: Disk, run: AsyncRun, p: int, q: int, modes: list[str], where: str) -> None:
         for mode in modes:
             state = disk.state(self.rng, mode)
-            key = (state.digest(), p, q)
+            key = (state.digest(), p, q, self.synced, self.snapshotted)  # what the check depends on
             if key in self.seen:
                 continue
             self.seen.add(key)

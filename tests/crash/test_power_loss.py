@@ -291,7 +291,9 @@ def test_nondurable_check_catches_a_recovery_that_trusts_unsynced_files(
 ) -> None:
     """The check without hard_sync is not blind: with open checking records in the newest log file only (as when
     rotation synced the full file), the non-durable workload's crash states yield garbage read back as entries."""
-    monkeypatch.setattr(recovery, "needs_record_check", lambda files, durable: [k == len(files) - 1 for k in range(len(files))])
+    monkeypatch.setattr(
+        recovery, "needs_record_check", lambda files, durable: [k == len(files) - 1 for k in range(len(files))]
+    )
     live = str(scratch / "live")
     fs = RecordingFS()
     with small_files(4):
