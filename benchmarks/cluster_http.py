@@ -15,7 +15,6 @@ import json
 import os
 import random
 import signal
-import socket
 import statistics
 import string
 import subprocess
@@ -30,7 +29,7 @@ from typing import Any
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from benchmarks.common import Config, Scratch, compare, percentiles, sig, summary
+from benchmarks.common import Config, Scratch, compare, free_ports, percentiles, sig, summary
 
 ROOT = Path(__file__).resolve().parent.parent
 KVNODE = ROOT / "examples" / "cluster" / "kvnode.py"
@@ -61,16 +60,6 @@ class Plan:
         return cls(levels=(1, 2, 4, 8, 16, 32, 64), seconds=2.0, warmup=0.5, rounds=3)
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 def _get_json(url: str) -> dict[str, Any] | None:
     try:
         with urllib.request.urlopen(url, timeout=1) as resp:
@@ -84,7 +73,7 @@ class Nodes:
     """Three node processes of one system on loopback."""
 
     def __init__(self, system: str, root: str) -> None:
-        ports = _free_ports(6)
+        ports = free_ports(6)
         self.ids = (1, 2, 3)
         raft = ",".join(f"{i}=127.0.0.1:{ports[i - 1]}" for i in self.ids)
         self.http = {i: f"http://127.0.0.1:{ports[i + 2]}" for i in self.ids}

@@ -7,6 +7,7 @@ import math
 import os
 import random
 import shutil
+import socket
 import statistics
 import struct
 import tempfile
@@ -268,3 +269,14 @@ def gc_pauses() -> Iterator[list[tuple[int, float]]]:
         yield pauses
     finally:
         gc.callbacks.remove(watch)
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` TCP ports free on loopback right now (for processes that will listen on them)."""
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports

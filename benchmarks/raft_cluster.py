@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import socket
 import time
+from collections.abc import Awaitable
+from pathlib import Path
 from typing import Any
 
 from aiowal import AsyncDiskStorage
 from aiowal.node import NodeConfig, NotLeaderError, RaftNode
-from benchmarks.common import Config, Scratch, interleave, percentiles, ratio, summary
+from benchmarks.common import Config, Scratch, free_ports, interleave, percentiles, ratio, summary
 
 
 class _Counter:
@@ -26,26 +27,16 @@ class _Counter:
         self.n += 1
         return index
 
-    def snapshot(self) -> bytes:
-        return str(self.n).encode()
+    def snapshot_to(self, path: str) -> Awaitable[None]:
+        return asyncio.to_thread(Path(path).write_text, str(self.n))
 
-    def restore(self, data: bytes) -> None:
-        self.n = int(data or b"0")
-
-
-def _ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
+    async def restore_from(self, path: str) -> None:
+        self.n = int(await asyncio.to_thread(Path(path).read_text))
 
 
 async def _measure(root: str, voters: int, clients: int, seconds: float) -> tuple[float, list[float]]:
     """(committed writes per second, commit latencies in seconds) of ``clients`` closed-loop writers."""
-    peers = {i + 1: ("127.0.0.1", p) for i, p in enumerate(_ports(voters))}
+    peers = {i + 1: ("127.0.0.1", p) for i, p in enumerate(free_ports(voters))}
     nodes = []
     for i in peers:
         st = await AsyncDiskStorage.open(f"{root}/n{i}", hard_sync=True)

@@ -349,3 +349,22 @@ class FaultFS(FS):
         """Forward a mark to a recording inner FS (so a FaultFS over a RecordingFS drives the same workloads)."""
         if isinstance(self.inner, RecordingFS):
             self.inner.mark(label, info)
+
+
+class CountingFS(FS):
+    """Counts the calls that make data durable: fdatasync, fsync and directory fsyncs."""
+
+    def __init__(self) -> None:
+        self.syncs = 0
+
+    def fdatasync(self, fd: int) -> None:
+        self.syncs += 1
+        super().fdatasync(fd)
+
+    def fsync(self, fd: int) -> None:
+        self.syncs += 1
+        super().fsync(fd)
+
+    def fsync_dir(self, path: str) -> None:
+        self.syncs += 1
+        super().fsync_dir(path)

@@ -6,28 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from fsdoubles import CountingFS
 
 from aiowal import DiskStorage
-from aiowal.fs import FS
 from aiowal.logfile import LogFile
 from aiowal.raftpb import Entry
-
-
-class CountingFS(FS):
-    def __init__(self) -> None:
-        self.syncs = 0
-
-    def fdatasync(self, fd: int) -> None:
-        self.syncs += 1
-        super().fdatasync(fd)
-
-    def fsync(self, fd: int) -> None:
-        self.syncs += 1
-        super().fsync(fd)
-
-    def fsync_dir(self, path: str) -> None:
-        self.syncs += 1
-        super().fsync_dir(path)
 
 
 @pytest.mark.parametrize("durable", [False, True])

@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from fsdoubles import CountingFS
 
 from aiowal import (
     CompactedError,
@@ -30,7 +31,6 @@ from aiowal import (
     UnavailableError,
 )
 from aiowal.format import DATA_START, LOG_FILE_SIZE, MAX_DATA_END
-from aiowal.fs import FS
 from aiowal.logfile import LogFile
 from aiowal.raft import Config, RawNode
 from aiowal.raftpb import ConfState, Entry, EntryType, HardState, Snapshot, SnapshotMetadata
@@ -145,25 +145,6 @@ def per_file(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
 
 def set_per_file(monkeypatch: pytest.MonkeyPatch, n: int) -> None:
     monkeypatch.setattr(LogFile, "max_entries", n)
-
-
-class CountingFS(FS):
-    """Counts fdatasync/fsync calls."""
-
-    def __init__(self) -> None:
-        self.syncs = 0
-
-    def fdatasync(self, fd: int) -> None:
-        self.syncs += 1
-        super().fdatasync(fd)
-
-    def fsync(self, fd: int) -> None:
-        self.syncs += 1
-        super().fsync(fd)
-
-    def fsync_dir(self, path: str) -> None:
-        self.syncs += 1
-        super().fsync_dir(path)
 
 
 # --- etcd storage_test.go / Dgraph storage_test.go -----------------------------------------------------------------

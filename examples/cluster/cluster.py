@@ -43,13 +43,25 @@ def http(method: str, url: str, body: bytes | None = None, timeout: float = 5.0)
 
 
 class Cluster:
-    def __init__(self, root: Path, n: int = 3, snapshot_every: int = 60, keep_entries: int = 20) -> None:
+    """``n`` founding nodes, and ``spares`` more (ids n+1...) with addresses ready, to join later."""
+
+    def __init__(
+        self,
+        root: Path,
+        n: int = 3,
+        snapshot_every: int = 60,
+        keep_entries: int = 20,
+        spares: int = 0,
+        store: str = "memory",
+    ) -> None:
         self.snapshot_every = snapshot_every
         self.keep_entries = keep_entries
-        ports = free_ports(2 * n)
+        self.store = store
+        total = n + spares
+        ports = free_ports(2 * total)
         self.ids = list(range(1, n + 1))
-        self.raft = {i: ("127.0.0.1", ports[i - 1]) for i in self.ids}
-        self.http = {i: ("127.0.0.1", ports[n + i - 1]) for i in self.ids}
+        self.raft = {i: ("127.0.0.1", ports[i - 1]) for i in range(1, total + 1)}
+        self.http = {i: ("127.0.0.1", ports[total + i - 1]) for i in range(1, total + 1)}
         self.root = root
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.routes: dict[int, dict[int, tuple[str, int]]] = {}
@@ -59,13 +71,24 @@ class Cluster:
         host, port = self.http[i]
         return f"http://{host}:{port}{path}"
 
-    def start(self, i: int) -> None:
+    def addr(self, i: int, kind: str = "raft") -> str:
+        host, port = (self.raft if kind == "raft" else self.http)[i]
+        return f"{host}:{port}"
+
+    def start(self, i: int, join: bool = False) -> None:
+        """Start node ``i`` (again). A founding node is told the founding nodes' addresses; one that joins (empty,
+        as a learner) is told those and its own."""
+
         def fmt(d: dict[int, tuple[str, int]]) -> str:
             return ",".join(f"{k}={h}:{p}" for k, (h, p) in d.items())
 
+        known = [*self.ids, i] if i not in self.ids else self.ids
         cmd = [sys.executable, str(HERE / "kvnode.py"), "--id", str(i), "--dir", str(self.root / f"node{i}")]
-        cmd += ["--peers", fmt(self.raft), "--http", fmt(self.http), "--snapshot-every", str(self.snapshot_every)]
-        cmd += ["--keep-entries", str(self.keep_entries)]
+        cmd += ["--peers", fmt({j: self.raft[j] for j in known}), "--http", fmt({j: self.http[j] for j in known})]
+        cmd += ["--snapshot-every", str(self.snapshot_every), "--keep-entries", str(self.keep_entries)]
+        cmd += ["--store", self.store]
+        if join:
+            cmd.append("--join")
         if self.routes.get(i):
             cmd += ["--connect", fmt(self.routes[i])]
         self.procs[i] = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
@@ -109,6 +132,23 @@ class Cluster:
                     return i, st["term"]
             time.sleep(0.05)
         raise SystemExit("no leader elected")
+
+    def admin(self, method: str, path: str, body: dict | None = None, timeout: float = 90.0) -> tuple[int, dict]:
+        """An admin request to the leader (following "not leader" answers); (status, JSON body)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lead, _ = self.leader()
+            data = json.dumps(body).encode() if body is not None else None
+            code, out = http(method, self.url(lead, path), data, timeout=timeout)
+            if code not in (0, 503) or time.monotonic() > deadline:
+                return code, out
+            time.sleep(0.1)
+
+    def wait_exit(self, i: int, timeout: float = 30.0) -> int:
+        """Wait for node ``i``'s process to end by itself (a removed node shut down); its exit code."""
+        code = self.procs[i].wait(timeout)
+        del self.procs[i]
+        return code
 
     def put(self, key: str, value: str) -> None:
         deadline = time.monotonic() + 20

@@ -46,6 +46,7 @@ class NodeCollector(Collector):
         yield gauge("last_index", "Last index of the log.", st.last_index)
         yield gauge("snapshot_index", "Index of the stored snapshot.", st.snapshot_index)
         yield gauge("voters", "Voters in the configuration.", len(st.voters))
+        yield gauge("learners", "Learners in the configuration.", len(st.learners))
         match = GaugeMetricFamily(
             "aiowal_raft_follower_match_index",
             "On the leader: highest index known replicated on each follower.",
@@ -60,8 +61,13 @@ class NodeCollector(Collector):
         yield counter("raft", "proposals_failed", "Proposals that ended without a result.", c.proposals_failed)
         yield counter("raft", "committed_entries", "Entries this node learned were committed.", c.committed)
         yield counter("raft", "applied_entries", "Entries applied to the state machine.", c.applied)
-        yield counter("raft", "snapshots_sent", "Snapshots queued to followers.", c.snapshots_sent)
+        yield counter("raft", "snapshots_sent", "Snapshot files streamed to followers.", c.snapshots_sent)
         yield counter("raft", "snapshots_received", "Snapshots from a leader restored.", c.snapshots_received)
+        yield counter("raft", "snapshot_sent_bytes", "Bytes of snapshot files streamed.", c.snapshot_bytes_sent)
+        yield counter("raft", "snapshot_received_bytes", "Bytes of snapshot files received.", c.snapshot_bytes_received)
+        yield counter(
+            "raft", "snapshot_streams_failed", "Snapshot transfers that did not complete.", c.snapshot_streams_failed
+        )
 
         s = node.storage.stats()
         yield counter("storage", "saves", "Saves made durable.", s["saves"])

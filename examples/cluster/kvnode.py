@@ -13,43 +13,42 @@ inspection).
 
 --connect gives the addresses at which this node reaches some peers when they differ from those in --peers (for
 example through a proxy); --peers still says where each node listens.
+
+Membership (kvadmin.py): /admin/... adds learners, promotes them, removes and replaces members. A new node joins a
+running cluster with --join: started with the cluster's addresses in --peers and --http (its own among them) and
+an empty --dir, it asks the leader to add it as a learner and catches up from the leader's log or snapshot; promote
+it (or make it replace a dead member) with the admin API.
+
+--store sqlite keeps the keys in a SQLite file in --dir instead of memory (for states larger than memory). Snapshot
+files go to --dir/snapshots.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
+import os
 import signal
 import time
+from collections.abc import Callable
+from typing import Protocol
 
 from aiohttp import web
+from kvadmin import Admin, join
 from kvmetrics import KVMetrics
+from kvstore import MemoryKV, SqliteKV
 
 from aiowal import AsyncDiskStorage
 from aiowal.node import NodeConfig, NotLeaderError, RaftNode
 
 
-class KVStore:
-    """The state machine: a dict, changed by JSON commands."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, str] = {}
-
-    def apply(self, index: int, data: bytes) -> object:
-        cmd = json.loads(data)
-        if cmd["op"] == "put":
-            self.data[cmd["key"]] = cmd["value"]
-        elif cmd["op"] == "delete":
-            self.data.pop(cmd["key"], None)
-        return index
-
-    def snapshot(self) -> bytes:
-        return json.dumps(self.data, sort_keys=True).encode()
-
-    def restore(self, data: bytes) -> None:
-        self.data = json.loads(data) if data else {}
+class Store(Protocol):
+    def get(self, key: str) -> str | None: ...
+    def items(self) -> dict[str, str]: ...
+    def __len__(self) -> int: ...
 
 
 def parse_addrs(text: str) -> dict[int, tuple[str, int]]:
@@ -61,15 +60,21 @@ def parse_addrs(text: str) -> dict[int, tuple[str, int]]:
     return out
 
 
-def make_app(node: RaftNode, kv: KVStore, http: dict[int, tuple[str, int]]) -> web.Application:
+def make_app(node: RaftNode, kv: Store, http: dict[int, tuple[str, int]], stop: Callable[[], None]) -> web.Application:
     metrics = KVMetrics(node)
     write_seconds = metrics.proposal_seconds.labels("write")
     read_seconds = metrics.proposal_seconds.labels("read")
 
+    def http_of(i: int) -> str | None:
+        """A member's HTTP address: the one it joined with, else the one in --http."""
+        m = node.members().get(i)
+        if m is not None and m.meta.get("http"):
+            return m.meta["http"]
+        return f"{http[i][0]}:{http[i][1]}" if i in http else None
+
     def not_leader() -> web.Response:
         lead = node.leader
-        addr = f"{http[lead][0]}:{http[lead][1]}" if lead in http else None
-        return web.json_response({"error": "not leader", "leader": lead, "leader_http": addr}, status=503)
+        return web.json_response({"error": "not leader", "leader": lead, "leader_http": http_of(lead)}, status=503)
 
     async def write(cmd: dict[str, str]) -> web.Response:
         t0 = time.perf_counter()
@@ -98,13 +103,16 @@ def make_app(node: RaftNode, kv: KVStore, http: dict[int, tuple[str, int]]) -> w
             return web.json_response({"error": "timeout"}, status=504)
         read_seconds.observe(time.perf_counter() - t0)
         key = request.match_info["key"]
-        if key not in kv.data:
+        value = kv.get(key)
+        if value is None:
             return web.json_response({"error": "not found"}, status=404)
-        return web.json_response({"key": key, "value": kv.data[key]})
+        return web.json_response({"key": key, "value": value})
 
     async def status(request: web.Request) -> web.Response:
         st = node.status().to_dict()
-        st.update(is_leader=st["role"] == "leader", first_index=node.storage.first_index(), keys=len(kv.data))
+        st.update(is_leader=st["role"] == "leader", first_index=node.storage.first_index(), keys=len(kv))
+        st["members"] = {str(i): m.to_json() for i, m in node.members().items()}
+        st["counters"] = dataclasses.asdict(node.counters)
         return web.json_response(st)
 
     async def metrics_page(request: web.Request) -> web.Response:
@@ -112,7 +120,7 @@ def make_app(node: RaftNode, kv: KVStore, http: dict[int, tuple[str, int]]) -> w
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def local(request: web.Request) -> web.Response:
-        return web.json_response(kv.data)
+        return web.json_response(kv.items())
 
     app = web.Application()
     app.router.add_put("/kv/{key}", put)
@@ -121,6 +129,7 @@ def make_app(node: RaftNode, kv: KVStore, http: dict[int, tuple[str, int]]) -> w
     app.router.add_get("/status", status)
     app.router.add_get("/metrics", metrics_page)
     app.router.add_get("/local", local)
+    app.router.add_routes(Admin(node, http_of, stop).routes())
     return app
 
 
@@ -128,21 +137,28 @@ async def serve(args: argparse.Namespace) -> None:
     listen = parse_addrs(args.peers)
     peers = {**listen, **(parse_addrs(args.connect) if args.connect else {}), args.id: listen[args.id]}
     http = parse_addrs(args.http)
-    kv = KVStore()
     storage = await AsyncDiskStorage.open(args.dir, hard_sync=True)
-    cfg = NodeConfig(args.id, peers, snapshot_every=args.snapshot_every, keep_entries=args.keep_entries)
+    kv = SqliteKV(os.path.join(args.dir, "kv.sqlite3")) if args.store == "sqlite" else MemoryKV()
+    cfg = NodeConfig(args.id, peers, snapshot_every=args.snapshot_every, keep_entries=args.keep_entries, join=args.join)
     node = RaftNode(cfg, storage, kv)
     await node.start()
-    runner = web.AppRunner(make_app(node, kv, http), access_log=None)
+    stop = asyncio.Event()
+    runner = web.AppRunner(make_app(node, kv, http, stop.set), access_log=None)
     await runner.setup()
     host, port = http[args.id]
     await web.TCPSite(runner, host, port).start()
     print(f"node {args.id} ready: raft {peers[args.id][0]}:{peers[args.id][1]}, http {host}:{port}", flush=True)
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    joining = None
+    if args.join:
+        admins = [f"{h}:{p}" for i, (h, p) in http.items() if i != args.id]
+        own = f"{listen[args.id][0]}:{listen[args.id][1]}"
+        joining = loop.create_task(join(node, admins, own, f"{host}:{port}"))
     await stop.wait()
+    if joining is not None:
+        joining.cancel()
     await runner.cleanup()
     await node.stop()
 
@@ -156,6 +172,8 @@ def main() -> None:
     p.add_argument("--connect", default="", help="where to reach peers, if not at their --peers address: 2=host:port")
     p.add_argument("--snapshot-every", type=int, default=200)
     p.add_argument("--keep-entries", type=int, default=50)
+    p.add_argument("--join", action="store_true", help="join a running cluster as a learner (empty --dir)")
+    p.add_argument("--store", choices=["memory", "sqlite"], default="memory", help="where the keys live")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING, format=f"node {args.id}: %(levelname)s %(message)s")
     asyncio.run(serve(args))

@@ -14,6 +14,7 @@ from aiowal.raftpb import Entry, HardState
 
 U64_MAX = (1 << 64) - 1
 _INDEX = attrgetter("index")
+_TERM = attrgetter("term")
 
 
 def check_terms(ents: Sequence[Entry], prev_term: int, floor_term: int) -> None:
@@ -23,8 +24,8 @@ def check_terms(ents: Sequence[Entry], prev_term: int, floor_term: int) -> None:
     if ents[0].term < low:
         what = "the snapshot's term" if floor_term >= prev_term else f"the term of entry {ents[0].index - 1}"
         raise ValueError(f"entry {ents[0].index} has term {ents[0].term}, below {what} ({low}): terms never decrease")
-    terms = [e.term for e in ents]
-    if terms != sorted(terms):
+    terms = list(map(_TERM, ents))
+    if terms.count(terms[0]) != len(terms) and terms != sorted(terms):  # (one term: the common Raft save)
         k = next(k for k in range(1, len(terms)) if terms[k] < terms[k - 1])
         raise ValueError(
             f"entry {ents[k].index} has term {terms[k]}, below the term {terms[k - 1]} of entry {ents[k - 1].index}:"

@@ -226,10 +226,12 @@ class Meta:
         return durable_index, self.mark_lowered + (cur is not None and durable_index < cur)
 
     def write_snapshot_file(self, snap: Snapshot, floor_fid: int | None) -> NewMetaFile:
-        """The blocking half of a snapshot switch: write a copy of wal.meta holding ``snap`` (and optionally a new
+        """The first step of a snapshot switch: write a copy of wal.meta holding ``snap`` (and optionally a new
         live-file floor, for a snapshot that discards the log: the durable mark then becomes the snapshot's index)
-        to a temp file, sync it and rename it over wal.meta. Nothing in memory changes: ``adopt`` the result next,
-        on the thread that serves reads, so that no reader ever sees half of the switch."""
+        to a temp file. It must be synced next, then ``install``ed (renamed over wal.meta), then ``adopt``ed in
+        memory on the thread that serves reads, so that no reader ever sees half of the switch. The sync comes
+        with or without durability: a rename can reach the disk before the data it names, and a power cut would
+        then leave an empty wal.meta beside the log files (an unopenable directory)."""
         snap = normalize_snapshot(snap)
         proto = snap.SerializeToString()
         raw = bytearray(self.fs.pread(self.fd, self.size, 0))
@@ -253,14 +255,14 @@ class Meta:
         try:
             self.fs.ftruncate(fd, size)
             self.fs.pwrite(fd, memoryview(raw)[:used], 0)
-            # Synced even without durability: a rename can reach the disk before the data it names, and a power
-            # cut would then leave an empty wal.meta beside the log files (an unopenable directory).
-            self.fs.fdatasync(fd)
-            self.fs.rename(tmp, self.path)
         except BaseException:
             self.fs.close(fd)
             raise
         return NewMetaFile(fd, size, snap, floor, durable, lowered)
+
+    def install(self) -> None:
+        """Rename a synced new wal.meta (``write_snapshot_file``) over the current one."""
+        self.fs.rename(os.path.join(self.dir, META_TMP_NAME), self.path)
 
     def adopt(self, new: NewMetaFile) -> None:
         """The in-memory half of a snapshot switch (see ``write_snapshot_file``): wal.meta is the new file."""

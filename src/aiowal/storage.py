@@ -12,12 +12,11 @@ import contextlib
 import logging
 import os
 import threading
-import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Self
 
-from aiowal import checks
+from aiowal import checks, readonly
 from aiowal.errors import (
     CompactedError,
     CorruptionError,
@@ -37,8 +36,6 @@ from aiowal.steps import Call, FdSync, Steps, SyncStep
 from aiowal.wal import Wal
 
 log = logging.getLogger(__name__)
-
-_READ_ONLY_ATTEMPTS = 50  # a read-only open retries while a writer changes the directory under it
 
 
 class SavePlan:
@@ -131,24 +128,7 @@ class DiskStorage:
 
     @classmethod
     def _open_read_only(cls, path: str, master: bytes | None, fs: FS, keyless: bool) -> DiskStorage:
-        """A read-only open takes no lock, so a writer may change the directory while it reads: a view that does
-        not hold together is retried while the directory keeps changing, and reported only once it stands still;
-        a view taken while a snapshot switched wal.meta or files came or went is taken again."""
-        st: DiskStorage | None = None
-        for attempt in range(_READ_ONLY_ATTEMPTS):
-            if attempt:
-                time.sleep(min(0.001 * 2**attempt, 0.05))
-            before = _dir_identity(path)
-            try:
-                st = cls._open_once(path, master, False, fs, None, keyless)
-            except (CorruptionError, StorageIOError):
-                if attempt + 1 == _READ_ONLY_ATTEMPTS or _dir_identity(path) == before:
-                    raise
-                continue
-            if _dir_identity(path)[:2] == before[:2] or attempt + 1 == _READ_ONLY_ATTEMPTS:
-                return st
-            st.close()
-        raise AssertionError("unreachable")  # pragma: no cover
+        return readonly.open_consistent(path, lambda: cls._open_once(path, master, False, fs, None, keyless))
 
     @classmethod
     def _open_once(
@@ -330,12 +310,15 @@ class DiskStorage:
 
     def _run(self, steps: Steps) -> None:
         """Drive a write's steps, running each at once (the synchronous API)."""
-        while (step := self.advance(steps)) is not None:
-            try:
-                step()
-            except StorageIOError as exc:
-                self.fail(exc)
-                raise
+        try:
+            while (step := self.advance(steps)) is not None:
+                try:
+                    step()
+                except StorageIOError as exc:
+                    self.fail(exc)
+                    raise
+        finally:
+            steps.close()
 
     # --- reads ------------------------------------------------------------------------------------------------
     def initial_state(self) -> tuple[HardState, ConfState]:
@@ -622,15 +605,22 @@ class DiskStorage:
             yield from self._meta_sync_steps()
 
     def _switch_snapshot(self, snap: Snapshot, floor: int | None) -> Steps:
-        """Switch wal.meta to one holding ``snap``: the file work (temp file, its sync, rename) is one blocking step,
-        the switch in memory follows it, and the directory sync is a second step, with or without ``hard_sync``: a
-        snapshot is durable when it returns (a later ``sync()`` syncs the directory only if log files came or went),
-        and a save's entries after its snapshot never reach the disk before the switch (they would follow the old
-        log)."""
+        """Switch wal.meta to one holding ``snap``: the new file is written (a step: it may be large), synced, and
+        renamed over the old one; the switch in memory follows, then the directory's sync, with or without
+        ``hard_sync``: a snapshot is durable when it returns (a later ``sync()`` syncs the directory only if log files
+        came or went), and a save's entries after its snapshot never reach the disk before the switch (they would
+        follow the old log)."""
         meta = self._meta
-        job: Call[NewMetaFile] = Call(lambda: meta.write_snapshot_file(snap, floor))
-        yield job
-        meta.adopt(job.result)  # here, not in the step: a reader sees the old snapshot or the new, never a mix
+        written: Call[NewMetaFile] = Call(lambda: meta.write_snapshot_file(snap, floor))
+        yield written
+        new = written.result
+        try:
+            yield FdSync(self._fs, [new.fd])
+            yield Call(meta.install)
+        except BaseException:
+            self._fs.close(new.fd)
+            raise
+        meta.adopt(new)  # here, not in a step: a reader sees the old snapshot or the new, never a mix
         yield FdSync(self._fs, [], self.path)
 
     def _meta_sync_steps(self) -> Steps:
@@ -708,30 +698,3 @@ class DiskStorage:
     def sync_steps(self) -> Steps:
         self._check_writable()
         return self._sync_steps()
-
-
-def _dir_identity(path: str) -> tuple[object, ...]:
-    """What a writer changes under a reader: wal.meta's inode (a snapshot switch renames a new one in), the log
-    files' names, inodes and sizes (rotation cuts a file to its data), then wal.meta's size and modification time
-    (any write to it). A file that cannot be stat'ed counts as absent (None), so that a directory that stands still
-    keeps one identity."""
-    try:
-        names = sorted(n for n in os.listdir(path) if n.endswith(".wal"))
-    except OSError:
-        return ("changing", time.monotonic())
-    st = _stat(os.path.join(path, META_NAME))
-    logs = tuple(
-        (n, s.st_ino, s.st_size) if s is not None else (n, None, None)
-        for n in names
-        for s in [_stat(os.path.join(path, n))]
-    )
-    if st is None:
-        return None, logs, None, None
-    return st.st_ino, logs, st.st_size, st.st_mtime_ns
-
-
-def _stat(path: str) -> os.stat_result | None:
-    try:
-        return os.stat(path)
-    except OSError:
-        return None

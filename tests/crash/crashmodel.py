@@ -1,7 +1,7 @@
 """Workloads for the crash tests, a plain model of what they store, and the invariants a recovered directory must
 satisfy with respect to the last acknowledged state (A) and the state the operation in flight was heading to (B).
 
-The invariants (issue 4):
+The invariants of a directory recovered from a crash:
 
 - the directory opens (``CorruptionError`` never happens for states our own protocol produces) and reads;
 - every acknowledged entry is present with its exact data, unless the operation in flight removes it legitimately

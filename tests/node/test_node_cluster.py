@@ -7,26 +7,10 @@ import asyncio
 import json
 from pathlib import Path
 
-from node_harness import free_ports, leader_of
+from node_harness import KV, free_ports, leader_of
 
 from aiowal import AsyncDiskStorage, DiskStorage
 from aiowal.node import NodeConfig, NotLeaderError, RaftNode
-
-
-class KV:
-    def __init__(self) -> None:
-        self.data: dict[str, str] = {}
-
-    def apply(self, index: int, data: bytes) -> object:
-        k, v = json.loads(data)
-        self.data[k] = v
-        return index
-
-    def snapshot(self) -> bytes:
-        return json.dumps(self.data, sort_keys=True).encode()
-
-    def restore(self, data: bytes) -> None:
-        self.data = json.loads(data) if data else {}
 
 
 async def start(i: int, peers: dict[int, tuple[str, int]], root: Path, sms: dict[int, KV]) -> RaftNode:

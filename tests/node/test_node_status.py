@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from node_harness import free_ports, leader_of
+from node_harness import free_ports, leader_of, read_file, write_later
 
 from aiowal import AsyncDiskStorage
 from aiowal.node import FollowerProgress, NodeConfig, NotLeaderError, RaftNode
+from aiowal.node.snapshots import SnapshotStore
 from aiowal.raftpb import ConfState, HardState, Snapshot, SnapshotMetadata
 
 
@@ -23,11 +24,11 @@ class Counter:
         self.n += 1
         return index
 
-    def snapshot(self) -> bytes:
-        return str(self.n).encode()
+    def snapshot_to(self, path: str) -> Awaitable[None]:
+        return write_later(path, str(self.n).encode())
 
-    def restore(self, data: bytes) -> None:
-        self.n = int(data or b"0")
+    async def restore_from(self, path: str) -> None:
+        self.n = int(await read_file(path))
 
 
 async def _start(i: int, peers: dict[int, tuple[str, int]], root: Path) -> RaftNode:
@@ -140,23 +141,32 @@ def test_status_shows_a_joint_configuration_from_storage(tmp_path: Path) -> None
 
     async def main() -> None:
         st = await AsyncDiskStorage.open(tmp_path / "n1", hard_sync=True)
+        store = SnapshotStore(str(tmp_path / "n1" / "snapshots"))
+        store.prepare()
+        tmp = store.tmp_path(10)
+        Path(tmp).write_bytes(b"7")
+        ref = await store.seal(tmp, 10, 2, {})
         cs = ConfState(voters=[1, 2, 3], voters_outgoing=[1, 2, 4], learners=[5])
-        snap = Snapshot(data=b"7", metadata=SnapshotMetadata(index=10, term=2, conf_state=cs))
+        snap = Snapshot(data=ref.encode(), metadata=SnapshotMetadata(index=10, term=2, conf_state=cs))
         await st.save(HardState(term=2, commit=10), [], snap)
-        peers = {i: ("127.0.0.1", 1) for i in (1, 2, 3, 4)}
-        node = RaftNode(NodeConfig(1, peers, seed=1), st, Counter())
-        status = node.status()
-        assert (status.voters, status.voters_outgoing, status.learners) == ([1, 2, 3], [1, 2, 4], [5])
-        assert (status.role, status.term, status.commit, status.applied, status.snapshot_index) == (
-            "follower",
-            2,
-            10,
-            10,
-            10,
-        )
-        assert status.progress == {}
-        sm = node.sm
-        assert isinstance(sm, Counter) and sm.n == 7  # restored from the snapshot
-        await st.close()
+        ports = free_ports(4)
+        peers = {i: ("127.0.0.1", ports[i - 1]) for i in (1, 2, 3, 4)}
+        node = RaftNode(NodeConfig(1, peers, seed=1, election_tick=1000), st, Counter())
+        await node.start()
+        try:
+            status = node.status()
+            assert (status.voters, status.voters_outgoing, status.learners) == ([1, 2, 3], [1, 2, 4], [5])
+            assert (status.role, status.term, status.commit, status.applied, status.snapshot_index) == (
+                "follower",
+                2,
+                10,
+                10,
+                10,
+            )
+            assert status.progress == {}
+            sm = node.sm
+            assert isinstance(sm, Counter) and sm.n == 7  # restored from the snapshot file
+        finally:
+            await node.stop()
 
     asyncio.run(main())

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable
 from pathlib import Path
 
-from node_harness import free_ports, leader_of
+from node_harness import free_ports, leader_of, read_file, write_later
 
 from aiowal import AsyncDiskStorage
 from aiowal.node import NodeConfig, RaftNode
@@ -23,11 +24,11 @@ class IndexedKV:
         self.index_of[json.loads(data)] = index
         return index
 
-    def snapshot(self) -> bytes:
-        return json.dumps(self.index_of).encode()
+    def snapshot_to(self, path: str) -> Awaitable[None]:
+        return write_later(path, json.dumps(self.index_of).encode())
 
-    def restore(self, data: bytes) -> None:
-        self.index_of = json.loads(data) if data else {}
+    async def restore_from(self, path: str) -> None:
+        self.index_of = json.loads(await read_file(path))
 
 
 async def _start(i: int, peers: dict[int, tuple[str, int]], root: Path) -> RaftNode:

@@ -62,6 +62,12 @@ class NodeCounters:
     leader_changes: int = 0
     """Times this node saw a new leader."""
     snapshots_sent: int = 0
-    """Snapshots queued to followers (on a leader)."""
+    """Snapshot files streamed to followers, in full (on a leader)."""
     snapshots_received: int = 0
     """Snapshots from a leader restored into the state machine."""
+    snapshot_bytes_sent: int = 0
+    """Bytes of snapshot files streamed to followers (what a resumed transfer skipped is not counted)."""
+    snapshot_bytes_received: int = 0
+    """Bytes of snapshot files received from leaders."""
+    snapshot_streams_failed: int = 0
+    """Snapshot transfers to followers that did not complete (Raft sends the snapshot again later)."""

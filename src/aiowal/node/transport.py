@@ -2,7 +2,9 @@
 
 Each peer has a bounded outgoing queue drained by its own sender task, which connects lazily and reconnects with
 backoff. ``send`` never blocks: when a peer is slow or dead its queue fills and further messages to it are dropped
-(Raft retransmits), so one bad peer never stalls the node.
+(Raft retransmits), so one bad peer never stalls the node. Peers come and go at runtime (``set_peer``,
+``remove_peer``) as the configuration changes. A connection that opens with ``snapstream.MAGIC`` carries a snapshot
+file instead of messages and is handed to ``on_snapshot_stream``.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ import asyncio
 import contextlib
 import logging
 import struct
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
+from aiowal.node.snapstream import MAGIC
 from aiowal.raftpb import Message
 
 log = logging.getLogger(__name__)
@@ -35,7 +38,10 @@ class _Peer:
         while True:
             frame = await self.queue.get()
             try:
-                _, writer = await asyncio.wait_for(asyncio.open_connection(*self.addr), self.transport.connect_timeout)
+                # asyncio.timeout, not wait_for: under Python 3.11's wait_for a failed connect arriving with a
+                # cancellation (``stop``) swallowed the cancellation and the sender ran on.
+                async with asyncio.timeout(self.transport.connect_timeout):
+                    _, writer = await asyncio.open_connection(*self.addr)
             except (OSError, TimeoutError):
                 self.transport.unreachable(self.id)
                 await asyncio.sleep(backoff)
@@ -72,6 +78,7 @@ class Transport:
         on_message: Callable[[Message], None],
         *,
         on_unreachable: Callable[[int], None] | None = None,
+        on_snapshot_stream: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]] | None = None,
         queue_size: int = 4096,
         min_backoff: float = 0.02,
         max_backoff: float = 1.0,
@@ -80,6 +87,8 @@ class Transport:
         self.node_id = node_id
         self.on_message = on_message
         self.on_unreachable = on_unreachable
+        self.on_snapshot_stream = on_snapshot_stream
+        self.queue_size = queue_size
         self.min_backoff = min_backoff
         self.max_backoff = max_backoff
         self.connect_timeout = connect_timeout
@@ -93,13 +102,32 @@ class Transport:
         for peer in self._peers.values():
             peer.task = asyncio.get_running_loop().create_task(peer.run(), name=f"raft-send-{peer.id}")
 
-    def add_peer(self, peer_id: int, addr: tuple[str, int], queue_size: int = 4096) -> None:
-        if peer_id == self.node_id or peer_id in self._peers:
+    def set_peer(self, peer_id: int, addr: tuple[str, int]) -> None:
+        """Reach ``peer_id`` at ``addr`` from now on (a new peer, or one that moved)."""
+        if peer_id == self.node_id:
             return
-        peer = _Peer(self, peer_id, addr, queue_size)
+        old = self._peers.get(peer_id)
+        if old is not None:
+            if old.addr == addr:
+                return
+            self.remove_peer(peer_id)
+        peer = _Peer(self, peer_id, addr, self.queue_size)
         self._peers[peer_id] = peer
         if self._server is not None:
             peer.task = asyncio.get_running_loop().create_task(peer.run(), name=f"raft-send-{peer_id}")
+
+    def remove_peer(self, peer_id: int) -> None:
+        """Stop sending to ``peer_id`` (messages queued for it are dropped)."""
+        peer = self._peers.pop(peer_id, None)
+        if peer is not None and peer.task is not None:
+            peer.task.cancel()
+
+    def addr_of(self, peer_id: int) -> tuple[str, int] | None:
+        peer = self._peers.get(peer_id)
+        return peer.addr if peer is not None else None
+
+    def peers(self) -> dict[int, tuple[str, int]]:
+        return {pid: p.addr for pid, p in self._peers.items()}
 
     def send(self, msg: Message) -> bool:
         """Queue ``msg`` for its destination; False (dropped) if that peer's queue is full or the peer is unknown."""
@@ -126,18 +154,23 @@ class Transport:
         assert task is not None
         self._conns[task] = writer
         try:
+            head = await reader.readexactly(_FRAME.size)
+            if head == MAGIC:
+                if self.on_snapshot_stream is not None:
+                    await self.on_snapshot_stream(reader, writer)
+                return
             while True:
-                head = await reader.readexactly(_FRAME.size)
                 (n,) = _FRAME.unpack(head)
                 if n > MAX_FRAME:
                     log.warning("node %d: dropping a connection that sent a %d-byte frame", self.node_id, n)
                     return
                 msg = Message.FromString(await reader.readexactly(n))
                 self.on_message(msg)
-        except (asyncio.IncompleteReadError, ConnectionError, OSError):
+                head = await reader.readexactly(_FRAME.size)
+        except (asyncio.IncompleteReadError, ConnectionError, OSError, TimeoutError):
             pass
         except Exception:
-            log.exception("node %d: bad frame from a peer", self.node_id)
+            log.exception("node %d: bad input from a peer", self.node_id)
         finally:
             self._conns.pop(task, None)
             writer.close()
