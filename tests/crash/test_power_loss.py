@@ -27,7 +27,7 @@ from fsdoubles import RecordingFS
 from nondurable import check_nondurable, synced_points
 from powersim import CrashState, Disk
 
-from aiowal import DiskStorage, recovery
+from aiowal import DiskStorage
 from aiowal.format import DATA_START
 from aiowal.raftpb import ConfState, Entry, HardState, Snapshot, SnapshotMetadata
 
@@ -179,7 +179,7 @@ class Simulator:
                 where = f"{label} call {k} ({call.kind} {os.path.basename(call.path)})"
                 context = f"{where}, {what}, {mode}"
                 self.check(state, judge, context)
-                if self.double_every and self.stats.states % self.double_every == 1:
+                if self.double_every and self.stats.states % self.double_every == 0:
                     self.crash_during_recovery(state, judge, context)
 
 
@@ -291,9 +291,11 @@ def test_nondurable_check_catches_a_recovery_that_trusts_unsynced_files(
 ) -> None:
     """The check without hard_sync is not blind: with open checking records in the newest log file only (as when
     rotation synced the full file), the non-durable workload's crash states yield garbage read back as entries."""
-    monkeypatch.setattr(
-        recovery, "needs_record_check", lambda files, durable: [k == len(files) - 1 for k in range(len(files))]
-    )
+
+    def newest_only(files: list[object], durable: int | None) -> list[bool]:
+        return [k == len(files) - 1 for k in range(len(files))]
+
+    monkeypatch.setattr("aiowal.recovery.needs_record_check", newest_only)
     live = str(scratch / "live")
     fs = RecordingFS()
     with small_files(4):
