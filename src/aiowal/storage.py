@@ -606,7 +606,10 @@ class DiskStorage:
 
     def _switch_snapshot(self, snap: Snapshot, floor: int | None) -> Steps:
         """Switch wal.meta to one holding ``snap``: the new file is written (a step: it may be large), synced, and
-        renamed over the old one; the switch in memory follows, and with ``hard_sync`` the directory's sync."""
+        renamed over the old one; the switch in memory follows, then the directory's sync, with or without
+        ``hard_sync``: a snapshot is durable when it returns (a later ``sync()`` syncs the directory only if log files
+        came or went), and a save's entries after its snapshot never reach the disk before the switch (they would
+        follow the old log)."""
         meta = self._meta
         written: Call[NewMetaFile] = Call(lambda: meta.write_snapshot_file(snap, floor))
         yield written
@@ -618,8 +621,7 @@ class DiskStorage:
             self._fs.close(new.fd)
             raise
         meta.adopt(new)  # here, not in a step: a reader sees the old snapshot or the new, never a mix
-        if self.hard_sync:
-            yield FdSync(self._fs, [], self.path)
+        yield FdSync(self._fs, [], self.path)
 
     def _meta_sync_steps(self) -> Steps:
         yield FdSync(self._fs, [self._meta.fd])

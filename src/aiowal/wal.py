@@ -399,7 +399,10 @@ class Wal:
     def drop_data_until(self, index: int) -> Steps:
         """truncate_entries_until: drop the data of Normal entries below ``index``. Each record first gets the
         dropped-data mark in its slot, which is synced before any length is zeroed, with or without durability:
-        a length that reached the disk before its mark would fail its record check."""
+        a length that reached the disk before its mark would fail its record check. A marked slot accepts its
+        record's data whole or none without checking it, so records no sync covered yet (written without
+        durability) are synced before any mark is written."""
+        yield from self._sync_files([lf for lf in self.files if lf.count and lf.first < index and lf in self._dirty])
         touched: list[tuple[LogFile, int]] = []
         for lf in self.files:
             for s in range(lf.count):

@@ -38,12 +38,14 @@ def run_loop(loop_kind: str, main: Callable[[], Awaitable[Any]]) -> Any:
 
 class OpSource:
     """The operations of the concurrent callers, in call order: ``models[k]`` is the state once ops ``0..k`` are
-    applied (``ops[0]`` is the open the sequence starts from). No truncate_entries_until (its partial effect is not a
-    prefix of one model) and no reopen while callers run; ``sync`` is drawn in their place."""
+    applied (``ops[0]`` is the open the sequence starts from). No reopen while callers run, and no
+    truncate_entries_until unless ``truncates`` (its partial effect is not a prefix of one model: only the check
+    without ``hard_sync`` allows for it); ``sync`` is drawn in their place."""
 
-    def __init__(self, seed: int, start: Model, big: bool = False) -> None:
+    def __init__(self, seed: int, start: Model, big: bool = False, truncates: bool = False) -> None:
         self.rng = random.Random(seed)
         self.big = big
+        self.truncates = truncates
         self.ops: list[Op] = [Op("open")]
         self.models: list[Model] = [start.apply(Op("open"))]
 
@@ -54,7 +56,7 @@ class OpSource:
     def draw(self) -> int:
         """Draw the next operation from the state of all called so far; returns its number."""
         op = gen_op(self.model, self.rng, self.big)
-        if op.kind in ("reopen", "truncate"):
+        if op.kind == "reopen" or (op.kind == "truncate" and not self.truncates):
             op = Op("sync")
         return self.add(op)
 
@@ -75,6 +77,8 @@ async def call(st: AsyncDiskStorage, op: Op) -> None:
         await st.create_snapshot(op.index, ConfState(voters=list(op.snap.voters)), op.snap.data)
     elif op.kind == "set_uint":
         await st.set_uint(MetaInfo(op.info), op.value)
+    elif op.kind == "truncate":
+        await st.truncate_entries_until(op.index)
     elif op.kind == "sync":
         await st.sync()
     else:
@@ -147,11 +151,13 @@ async def run_rounds(
     ops_per_caller: int,
     callers: tuple[int, int] = (16, 64),
     check: Callable[[AsyncDiskStorage], None] | None = None,
+    hard_sync: bool = True,
 ) -> AsyncRun:
-    """Rounds of 16-64 concurrent callers on one ``AsyncDiskStorage`` (``hard_sync``), closed and reopened between
-    rounds, with ``call``/``ack`` marks in ``fs``'s trace (the open and close are ops of the sequence too). The
-    live storage is compared with the model after every round; ``check`` sees the open storage at its end."""
-    source = OpSource(seed, Model())
+    """Rounds of 16-64 concurrent callers on one ``AsyncDiskStorage`` (``hard_sync`` by default; without it,
+    ``truncate_entries_until`` calls too), closed and reopened between rounds, with ``call``/``ack`` marks in
+    ``fs``'s trace (the open and close are ops of the sequence too). The live storage is compared with the model
+    after every round; ``check`` sees the open storage at its end."""
+    source = OpSource(seed, Model(), truncates=not hard_sync)
     trace = MarkTrace(fs)
     rng = random.Random(seed ^ 0x5EED)
     run = AsyncRun(source.ops, source.models)
@@ -160,7 +166,7 @@ async def run_rounds(
         if r:
             k = source.add(Op("open"))
             trace.called(k)
-        st = await AsyncDiskStorage.open(directory, key=key, hard_sync=True, fs=fs)
+        st = await AsyncDiskStorage.open(directory, key=key, hard_sync=hard_sync, fs=fs)
         trace.acked(len(source.ops) - 1)
         try:
             n = rng.randint(*callers)

@@ -203,8 +203,11 @@ def _entries(rng: random.Random, start: int, k: int, term: int, big: bool) -> tu
     return tuple((start + j, Ent(term, 1 if rng.random() < 0.08 else 0, gen_data(rng, big))) for j in range(k))
 
 
-def gen_op(m: Model, rng: random.Random, big: bool = False) -> Op:
-    """A random operation that a Raft node could issue in state ``m``."""
+def gen_op(m: Model, rng: random.Random, big: bool = False, syncs: bool = False) -> Op:
+    """A random operation that a Raft node could issue in state ``m`` (with ``syncs``, some are ``sync()`` calls,
+    as a node that runs without ``hard_sync`` makes its writes durable now and then)."""
+    if syncs and rng.random() < 0.06:
+        return Op("sync")
     last, si = m.last_index(), m.snap.index
     term, vote, commit = m.hs
     term = max(term, m.term, 1)
@@ -277,6 +280,8 @@ def execute(
         st.truncate_entries_until(op.index)
     elif op.kind == "set_uint":
         st.set_uint(MetaInfo(op.info), op.value)
+    elif op.kind == "sync":
+        st.sync()
     elif op.kind == "reopen":
         st.close()
         st = DiskStorage.open(directory, key=key, hard_sync=hard_sync, fs=fs)
@@ -308,7 +313,8 @@ def run_workload(
     directory: str, fs: Any, key: bytes | None, seed: int, n_ops: int, big: bool = False, hard_sync: bool = True
 ) -> Run:
     """Open a fresh storage through ``fs`` (marking each operation's begin and end in its trace) and run ``n_ops``
-    random operations (with ``hard_sync`` by default); the live storage is checked against the model after each."""
+    random operations (with ``hard_sync`` by default; without it, ``sync()`` calls among them); the live storage is
+    checked against the model after each."""
     rng = random.Random(seed)
     m = Model()
     ops = [Op("open")]
@@ -318,7 +324,7 @@ def run_workload(
     fs.mark("end", 0)
     try:
         for _ in range(n_ops):
-            op = gen_op(m, rng, big)
+            op = gen_op(m, rng, big, syncs=not hard_sync)
             fs.mark("begin", len(ops))
             st = execute(st, op, directory, key, fs, hard_sync)
             fs.mark("end", len(ops))

@@ -1,11 +1,12 @@
-"""Power-loss simulation of ``AsyncDiskStorage``: 16-64 concurrent callers (hard_sync; appends, HardStates,
-overwrites by a new term, snapshots through ``save``, ``create_snapshot``, ``set_uint``, ``sync``; rotation every
-few entries) run on asyncio or uvloop, plain or encrypted, through a ``RecordingFS``, which keeps the C
-``SyncWorker`` in use: its syncs are recorded through ``FS.synced``. At every point of the trace the states a power
-cut may leave (only durable data; everything; random subsets of the unsynced writes, some torn at 512-byte
-sectors) are built with ``powersim``, opened and checked against the acknowledged prefix of the calls and the calls
-in flight (``asyncmodel.check_concurrent``); every fourth one must then take a durable write through
-``AsyncDiskStorage`` that a reopen shows.
+"""Power-loss simulation of ``AsyncDiskStorage``: 16-64 concurrent callers (appends, HardStates, overwrites by a
+new term, snapshots through ``save``, ``create_snapshot``, ``set_uint``, ``sync``; rotation every few entries) run
+on asyncio or uvloop, plain or encrypted, through a ``RecordingFS``, which keeps the C ``SyncWorker`` in use: its
+syncs are recorded through ``FS.synced``. At every point of the trace the states a power cut may leave (only durable
+data; everything; random subsets of the unsynced writes, some torn at 512-byte sectors) are built with ``powersim``,
+opened and checked: with ``hard_sync`` against the acknowledged prefix of the calls and the calls in flight
+(``asyncmodel.check_concurrent``), without it (``truncate_entries_until`` calls too) against the last acknowledged
+``sync``, ``close`` or snapshot and the calls since (``nondurable.check_nondurable``); every fourth one must then take
+a durable write through ``AsyncDiskStorage`` that a reopen shows.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from asyncmodel import LOOPS, AsyncRun, OpSource, call, check_concurrent, run_lo
 from crashmodel import Ent, Model, Observed, Op, Snap, observe, small_files
 from crashutil import SOAK, report
 from fsdoubles import RecordingFS
+from nondurable import SYNC_POINTS, check_nondurable, is_snapshot
 from powersim import CrashState, Disk
 
 from aiowal import AsyncDiskStorage, DiskStorage, speedups
@@ -35,6 +37,7 @@ from aiowal.raftpb import Entry
 class SimStats:
     states: int = 0
     torn_states: int = 0
+    unopenable: int = 0  # states whose open (or first read) raised
     acked_checked: int = 0  # acknowledged entries found intact, summed over the states
     failures: list[str] = field(default_factory=list)
 
@@ -61,14 +64,19 @@ async def _write_after_recovery(directory: str, key: bytes | None, o: Observed) 
 
 
 class Simulator:
-    def __init__(self, root: Path, key: bytes | None, rng: random.Random, loop: str, post_every: int = 4) -> None:
+    def __init__(
+        self, root: Path, key: bytes | None, rng: random.Random, loop: str, post_every: int = 4, hard_sync: bool = True
+    ) -> None:
         self.root = root
         self.key = key
         self.rng = rng
         self.loop = loop
+        self.hard_sync = hard_sync
+        # Without hard_sync: the last acknowledged sync point, and the last acknowledged sync point or snapshot.
+        self.synced = self.snapshotted = 0
         self.post_every = post_every
         self.stats = SimStats()
-        self.seen: set[tuple[bytes, int, int]] = set()
+        self.seen: set[tuple[bytes, int, int, int, int]] = set()
         self._n = 0
 
     def check(self, state: CrashState, run: AsyncRun, p: int, q: int, context: str) -> None:
@@ -77,18 +85,26 @@ class Simulator:
         state.materialize(d)
         try:
             try:
-                with DiskStorage.open(d, key=self.key) as st:
+                with DiskStorage.open(d, key=self.key, hard_sync=self.hard_sync) as st:
                     o = observe(st)
             except Exception as exc:
+                self.stats.unopenable += 1
                 self._fail(context, state, [f"open/read raised {type(exc).__name__}: {exc}"])
                 return
-            problems = check_concurrent(o, run.models, run.ops, p, q)
+            if self.hard_sync:
+                problems = check_concurrent(o, run.models, run.ops, p, q)
+            else:
+                problems = check_nondurable(o, run.models, run.ops, self.synced, self.snapshotted, q)
             if not problems and self._n % self.post_every == 0:
-                problems = run_loop(self.loop, lambda: _write_after_recovery(d, self.key, o))
+                try:
+                    problems = run_loop(self.loop, lambda: _write_after_recovery(d, self.key, o))
+                except Exception as exc:
+                    problems = [f"the write after recovery raised {type(exc).__name__}: {exc}"]
             if problems:
                 self._fail(context, state, problems)
             else:
-                self.stats.acked_checked += sum(1 for i in run.models[p].log if i in o.log)
+                base = p if self.hard_sync else self.synced  # what was made durable
+                self.stats.acked_checked += sum(1 for i in run.models[base].log if i in o.log)
         finally:
             shutil.rmtree(d, ignore_errors=True)
         self.stats.states += 1
@@ -101,11 +117,12 @@ class Simulator:
     def states_at(self, disk: Disk, run: AsyncRun, p: int, q: int, modes: list[str], where: str) -> None:
         for mode in modes:
             state = disk.state(self.rng, mode)
-            key = (state.digest(), p, q)
+            key = (state.digest(), p, q, self.synced, self.snapshotted)  # what the check depends on
             if key in self.seen:
                 continue
             self.seen.add(key)
-            self.check(state, run, p, q, f"{where}, ops {p + 1}..{q} in flight, {mode}")
+            since = "" if self.hard_sync else f", ops {self.synced + 1}..{q} since the sync"
+            self.check(state, run, p, q, f"{where}, ops {p + 1}..{q} in flight{since}, {mode}")
 
     def run(self, run: AsyncRun, fs: RecordingFS, directory: str, samples: int, label: str) -> None:
         """Crash at every point of the trace: after each fs call (all kinds of state) and after each
@@ -118,6 +135,10 @@ class Simulator:
                     q = max(q, c.info)
                     continue
                 p = max(p, c.info)
+                if run.ops[c.info].kind in SYNC_POINTS:
+                    self.synced = max(self.synced, c.info)
+                if run.ops[c.info].kind in SYNC_POINTS or is_snapshot(run.ops[c.info]):
+                    self.snapshotted = max(self.snapshotted, c.info)
                 modes = ["durable", "subset"] if disk.n_pending() else ["durable"]
             else:
                 disk.apply(c)
@@ -125,20 +146,41 @@ class Simulator:
             self.states_at(disk, run, p, q, modes, f"{label} call {k} ({c.kind} {os.path.basename(c.path)})")
 
 
-# (label, loop, encrypted, seed, rounds, ops per caller, entries per log file)
+# (label, loop, encrypted, hard_sync, seed, rounds, ops per caller, entries per log file)
 WORKLOADS = [
-    ("asyncio-plain", "asyncio", False, 21, 2, 2, 8),
-    ("uvloop-encrypted", "uvloop", True, 22, 2, 2, 8),
+    ("asyncio-plain", "asyncio", False, True, 21, 2, 2, 8),
+    ("uvloop-encrypted", "uvloop", True, True, 22, 2, 2, 8),
+    ("asyncio-plain-nondurable", "asyncio", False, False, 20, 1, 2, 4),
+    ("uvloop-encrypted-nondurable", "uvloop", True, False, 35, 1, 2, 5),
 ]
 SOAK_WORKLOADS = [
-    (f"{loop}-{'encrypted' if enc else 'plain'}", loop, enc, 500 + k, 3, 3, 5 + k)
+    (
+        f"{loop}-{'encrypted' if enc else 'plain'}{'' if durable else '-nondurable'}",
+        loop,
+        enc,
+        durable,
+        seed,
+        3,
+        3,
+        files,
+    )
+    for durable, base, size in ((True, 500, 5), (False, 600, 3))
     for k, (loop, enc) in enumerate([("asyncio", False), ("asyncio", True), ("uvloop", False), ("uvloop", True)])
+    for seed, files in [(base + k, size + k)]
 ]
-PARAMS = ("label", "loop", "encrypted", "seed", "rounds", "ops_per_caller", "per_file")
+PARAMS = ("label", "loop", "encrypted", "hard_sync", "seed", "rounds", "ops_per_caller", "per_file")
 
 
 def async_power_loss(
-    scratch: Path, label: str, loop: str, encrypted: bool, seed: int, rounds: int, ops_per_caller: int, per_file: int
+    scratch: Path,
+    label: str,
+    loop: str,
+    encrypted: bool,
+    hard_sync: bool,
+    seed: int,
+    rounds: int,
+    ops_per_caller: int,
+    per_file: int,
 ) -> SimStats:
     t0 = time.monotonic()
     key = random.Random(seed).randbytes(32) if encrypted else None
@@ -150,19 +192,31 @@ def async_power_loss(
         workers.append(st._worker is not None)
 
     with small_files(per_file):
-        run = run_loop(loop, lambda: run_rounds(live, fs, key, seed, rounds, ops_per_caller, check=worker_in_use))
+        run = run_loop(
+            loop,
+            lambda: run_rounds(live, fs, key, seed, rounds, ops_per_caller, check=worker_in_use, hard_sync=hard_sync),
+        )
         states_dir = scratch / "states"
         states_dir.mkdir()
-        sim = Simulator(states_dir, key, random.Random(seed), loop)
+        sim = Simulator(states_dir, key, random.Random(seed), loop, hard_sync=hard_sync)
         sim.run(run, fs, live, samples=2 if SOAK else 1, label=label)
     st = sim.stats
     saves = sum(1 for op in run.ops if op.kind == "save")
     loop_thread = threading.current_thread().name
     worker_syncs = sum(1 for c in fs.calls if c.kind == "sync" and c.how == "fdatasync" and c.thread == loop_thread)
-    report("async power-loss crash states", st.states, time.monotonic() - t0)
-    report("async power-loss crash states (of which torn)", st.torn_states, 0)
-    report("async power-loss acknowledged saves (each checked at every later crash point)", saves, 0)
-    report("async power-loss acknowledged entries found intact (summed over the states)", st.acked_checked, 0)
+    what = "async power-loss crash states" + ("" if hard_sync else " without hard_sync")
+    report(what, st.states, time.monotonic() - t0)
+    report(f"{what} (of which torn)", st.torn_states, 0)
+    report(f"{what} (of which unopenable)", st.unopenable, 0)
+    if hard_sync:
+        report("async power-loss acknowledged saves (each checked at every later crash point)", saves, 0)
+        report("async power-loss acknowledged entries found intact (summed over the states)", st.acked_checked, 0)
+    else:
+        report(
+            "async power-loss without hard_sync: synced entries found intact (summed over the states)",
+            st.acked_checked,
+            0,
+        )
     report("async power-loss fdatasyncs by the C sync worker", worker_syncs, 0)
     assert not st.failures, f"{len(st.failures)} bad crash states, first ones:\n" + "\n".join(st.failures[:8])
     # The production sync path was inside what was crashed: the C worker ran the plain fdatasync steps (it reports
@@ -173,6 +227,7 @@ def async_power_loss(
     # The workload did what it is meant to exercise.
     kinds = {op.kind for op in run.ops}
     assert {"save", "create_snapshot", "set_uint", "sync"} <= kinds, kinds
+    assert hard_sync or "truncate" in kinds, kinds
     assert sum(1 for op in run.ops if op.kind == "save" and op.snap is not None) >= 2
     assert any(m.overwrite_point(op) for m, op in zip(run.models, run.ops[1:], strict=False))
     assert all(16 <= n <= 64 for n in run.callers) and run.max_batch >= 8, (run.callers, run.max_batch)
@@ -183,9 +238,17 @@ def async_power_loss(
 
 @pytest.mark.parametrize(PARAMS, WORKLOADS)
 def test_async_power_loss(
-    scratch: Path, label: str, loop: str, encrypted: bool, seed: int, rounds: int, ops_per_caller: int, per_file: int
+    scratch: Path,
+    label: str,
+    loop: str,
+    encrypted: bool,
+    hard_sync: bool,
+    seed: int,
+    rounds: int,
+    ops_per_caller: int,
+    per_file: int,
 ) -> None:
-    st = async_power_loss(scratch, label, loop, encrypted, seed, rounds, ops_per_caller, per_file)
+    st = async_power_loss(scratch, label, loop, encrypted, hard_sync, seed, rounds, ops_per_caller, per_file)
     assert st.states >= 500, st
 
 
@@ -198,13 +261,14 @@ if SOAK:  # make soak: more rounds and callers, both loops, plain and encrypted,
         label: str,
         loop: str,
         encrypted: bool,
+        hard_sync: bool,
         seed: int,
         rounds: int,
         ops_per_caller: int,
         per_file: int,
     ) -> None:
-        st = async_power_loss(scratch, label, loop, encrypted, seed, rounds, ops_per_caller, per_file)
-        assert st.states >= 2500, st  # four workloads: at least 10,000 states
+        st = async_power_loss(scratch, label, loop, encrypted, hard_sync, seed, rounds, ops_per_caller, per_file)
+        assert st.states >= 2500, st  # four workloads of each kind: at least 10,000 states of each
 
 
 # --- a snapshot through save behind appends of the same batch -------------------------------------------------
