@@ -34,7 +34,7 @@ from aiowal.storage import DiskStorage, SavePlan
 from aiowal.syncthread import SyncThread, resolve
 
 if TYPE_CHECKING:
-    from aiowal._speedups import SyncWorker
+    from aiowal.speedups import SyncWorker
 
 log = logging.getLogger(__name__)
 

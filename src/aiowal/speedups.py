@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from aiowal.raftpb import Entry
 
 if TYPE_CHECKING:
-    from aiowal._speedups import SyncWorker
+    from aiowal._speedups import SyncWorker as SyncWorker  # the type AsyncDiskStorage holds
 
 PackFn = Callable[[Sequence[Entry], int, int, int, int, bool], "tuple[bytes, bytes, int, int, int, int, int] | None"]
 ReadFn = Callable[[type[Entry], Any, int, int, int, int, bool, list[Entry]], int]
