@@ -448,11 +448,12 @@ class _EmptyingFd:
         return self.fd
 
 
-@pytest.fixture
-def worker() -> object:
+@pytest.fixture(params=[0, 100], ids=["sleeps", "polls"])
+def worker(request: pytest.FixtureRequest) -> object:
+    """A worker that sleeps between requests, and one that polls for the next one for 100 µs first."""
     if not hasattr(_speedups, "SyncWorker"):
         pytest.skip("this build has no sync worker (no eventfd)")
-    w = _speedups.SyncWorker()
+    w = _speedups.SyncWorker(spin_us=request.param)
     yield w
     w.close()
 
@@ -533,9 +534,31 @@ def test_a_closed_or_never_started_sync_worker_refuses_every_call() -> None:
         with pytest.raises(RuntimeError, match="already started"):
             started.__init__()  # type: ignore[misc]  # a second thread would never be joined
         with pytest.raises(TypeError):
-            _speedups.SyncWorker(1)
+            _speedups.SyncWorker(1)  # spin_us is keyword-only
+        for bad in (-1, 1_000_001):
+            with pytest.raises(ValueError, match="spin_us"):
+                _speedups.SyncWorker(spin_us=bad)
     finally:
         started.close()
+
+
+def test_a_polling_worker_takes_requests_back_to_back_and_closes_at_once(tmp_path: Path) -> None:
+    """A worker polling for its next request (for up to 1 s here) runs each one it is given, and close() ends
+    the poll without waiting it out."""
+    if not hasattr(_speedups, "SyncWorker"):
+        pytest.skip("this build has no sync worker (no eventfd)")
+    fd = os.open(tmp_path / "f", os.O_CREAT | os.O_WRONLY)
+    try:
+        w = _speedups.SyncWorker(spin_us=1_000_000)
+        for k in range(50):
+            os.pwrite(fd, b"x", k)
+            w.submit([fd])
+            assert _wait(w) == 0
+        t0 = time.monotonic()
+        w.close()
+        assert time.monotonic() - t0 < 0.5  # not the 1 s poll: stop ends it
+    finally:
+        os.close(fd)
 
 
 def test_close_runs_the_sync_submitted_before_it(tmp_path: Path) -> None:
