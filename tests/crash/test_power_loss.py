@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from crashmodel import Observed, Run, check_recovered, observe, post_recovery_write, run_workload, small_files
 from crashutil import SOAK, report
-from fsdoubles import RecordingFS
+from fsdoubles import Call, RecordingFS
 from nondurable import check_nondurable, synced_points
 from powersim import CrashState, Disk
 
@@ -253,6 +253,15 @@ if SOAK:  # make soak: more and longer workloads, more states per crash point
         assert st.states >= 1500, st  # six workloads of each kind: at least 9,000 states of each
 
 
+def disk_at_mark(d: str, fs: RecordingFS) -> tuple[Disk, list[Call]]:
+    """The disk as the calls before ``fs.mark`` left it (all of them reached it), and the calls after the mark."""
+    start = next(k for k, c in enumerate(fs.calls) if c.kind == "mark")
+    disk = Disk(d)
+    for c in fs.calls[:start]:
+        disk.apply(c)
+    return disk, fs.calls[start + 1 :]
+
+
 def test_empty_entry_over_an_old_record(scratch: Path) -> None:
     """Found by the soak: a new leader's empty entry overwrites an uncommitted entry, its slot reaches the disk but
     its 4-byte record does not. The old record's bytes lie where the new record should be; they must not pass for
@@ -263,12 +272,8 @@ def test_empty_entry_over_an_old_record(scratch: Path) -> None:
         st.save(entries=[Entry(term=1, index=i, data=b"old entry %d" % i * 20) for i in (1, 2, 3)])
         fs.mark("overwrite")
         st.save(entries=[Entry(term=2, index=2)])
-    disk = Disk(d)
-    start = next(k for k, c in enumerate(fs.calls) if c.kind == "mark")
-    for c in fs.calls[:start]:
-        disk.apply(c)
+    disk, rest = disk_at_mark(d, fs)
     # The overwrite's calls up to the sync after its new record and slot; the record write then goes missing.
-    rest = fs.calls[start + 1 :]
     at = next(k for k, c in enumerate(rest) if c.kind == "write" and c.offset >= 1 << 20)
     record = rest[at]
     assert record.data == bytes(4)
@@ -359,12 +364,9 @@ def test_snapshot_through_save_never_continues_the_old_log(scratch: Path, encryp
             data=b"state at 5", metadata=SnapshotMetadata(index=5, term=2, conf_state=ConfState(voters=[1]))
         )
         st.save(HardState(term=2, commit=6), [Entry(term=t, index=i, data=x) for i, t, x in new], snap)
-    start = next(k for k, c in enumerate(fs.calls) if c.kind == "mark")
-    disk = Disk(d)
-    for c in fs.calls[:start]:
-        disk.apply(c)
+    disk, rest = disk_at_mark(d, fs)
     checked = 0
-    for k, c in enumerate(fs.calls[start + 1 :]):
+    for k, c in enumerate(rest):
         disk.apply(c)
         renames = [n for n, op in enumerate(disk.dir_ops) if op[0] == "rename"]
         saved = disk.dir_ops
@@ -398,12 +400,9 @@ def test_dropped_data_mark_never_lands_before_its_record(scratch: Path, encrypte
         st.save(entries=[Entry(term=1, index=i, data=data[i]) for i in (1, 2, 3)])
         fs.mark("truncate")
         st.truncate_entries_until(3)
-    start = next(k for k, c in enumerate(fs.calls) if c.kind == "mark")
-    disk = Disk(d)
-    for c in fs.calls[:start]:
-        disk.apply(c)
+    disk, rest = disk_at_mark(d, fs)
     checked = 0
-    for k, c in enumerate(fs.calls[start + 1 :]):
+    for k, c in enumerate(rest):
         disk.apply(c)
         saved = {ino: list(ops) for ino, ops in disk.pending.items()}
         for ops in disk.pending.values():  # every record write still pending keeps only its first sector
