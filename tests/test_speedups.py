@@ -561,6 +561,40 @@ def test_a_polling_worker_takes_requests_back_to_back_and_closes_at_once(tmp_pat
         os.close(fd)
 
 
+def test_a_worker_polls_only_after_a_request_that_came_soon_after_the_sync_before(tmp_path: Path) -> None:
+    """The poll is for a caller whose next sync comes at once; after a request that came later than the poll lasts
+    (a group commit's next sync, an idle storage), the worker sleeps at once instead of burning a core. Seen in the
+    process's CPU time while the test itself sleeps (the poll lasts 200 ms here)."""
+    if not hasattr(_speedups, "SyncWorker"):
+        pytest.skip("this build has no sync worker (no eventfd)")
+    fd = os.open(tmp_path / "f", os.O_CREAT | os.O_WRONLY)
+    w = _speedups.SyncWorker(spin_us=200_000)
+    try:
+
+        def sync() -> None:
+            w.submit([fd])
+            assert _wait(w) == 0
+
+        def cpu_while_asleep() -> float:
+            t0 = time.process_time()
+            time.sleep(0.25)
+            return time.process_time() - t0
+
+        sync()  # the first request (no sync before it) is followed by a poll
+        time.sleep(0.3)
+        sync()  # 300 ms after the sync before: no poll
+        assert cpu_while_asleep() < 0.03
+        sync()  # 250 ms after: no poll
+        sync()  # at once: a poll
+        assert cpu_while_asleep() > 0.04
+        time.sleep(0.05)
+        sync()  # 300 ms after: no poll again
+        assert cpu_while_asleep() < 0.03
+    finally:
+        w.close()
+        os.close(fd)
+
+
 def test_close_runs_the_sync_submitted_before_it(tmp_path: Path) -> None:
     # Once dropped when close() came before the thread woke up for the request: a sync asked for, never run.
     if not hasattr(_speedups, "SyncWorker"):

@@ -512,13 +512,22 @@ typedef struct {
     int notify_fd;      /* the same eventfd as the thread writes it, closed only after the thread ended */
     int stop, pending, done, nfds, err;
     long spin_ns;       /* how long the thread polls for the next request before it sleeps on cv */
+    int poll;           /* whether to poll after this request: the one before came within spin_ns of its sync */
+    long long done_ns;  /* when the last sync ended (0: none yet) */
     int fds[SYNC_MAX_FDS];
 } SyncWorker;
 
+static long long now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
 /* Poll for the next request for up to w->spin_ns: a lone caller's next sync usually comes within a fraction of a
- * sync's time, and a thread that polls takes it without the wake-up of a sleeping thread. */
+ * sync's time, and a thread that polls takes it without the wake-up of a sleeping thread. Only when the previous
+ * request came that soon after its sync (submit decides): a group commit's next sync comes later, and an idle
+ * storage's never, and for those the poll would only burn a core. */
 static void sync_worker_poll(SyncWorker *w) {
-    if (w->spin_ns <= 0) return;
     struct timespec t0, t;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     for (unsigned i = 1;; i++) {
@@ -549,13 +558,15 @@ static void *sync_worker_main(void *arg) {
         w->err = err;
         w->pending = 0;
         w->done = 1;
+        w->done_ns = now_ns();
+        int poll = w->poll;
         /* The eventfd is written without the lock: the loop thread it wakes takes the lock in result() at once,
          * and must not find it held by this thread. */
         pthread_mutex_unlock(&w->mu);
         uint64_t one = 1;
         while (write(w->notify_fd, &one, sizeof one) < 0 && errno == EINTR) {
         }
-        sync_worker_poll(w);
+        if (poll) sync_worker_poll(w);
         pthread_mutex_lock(&w->mu);
     }
     pthread_mutex_unlock(&w->mu);
@@ -605,6 +616,8 @@ static int sync_worker_init(SyncWorker *w, PyObject *args, PyObject *kwds) {
     }
     w->stop = w->pending = w->done = w->err = w->nfds = 0;
     w->spin_ns = spin_us * 1000L;
+    w->poll = 0;
+    w->done_ns = 0;
     w->notify_fd = efd;
     int rc = pthread_create(&w->thread, NULL, sync_worker_main, w);
     if (rc != 0) {
@@ -691,6 +704,7 @@ static PyObject *sync_worker_submit(SyncWorker *w, PyObject *arg) {
     }
     memcpy(w->fds, fds, sizeof(int) * (size_t)n);
     w->nfds = (int)n;
+    w->poll = w->spin_ns > 0 && (w->done_ns == 0 || now_ns() - w->done_ns < w->spin_ns);
     __atomic_store_n(&w->pending, 1, __ATOMIC_RELEASE); /* (the polling thread reads it without the lock) */
     pthread_mutex_unlock(&w->mu);
     /* Signalled after the unlock: the thread it wakes does not block at once on the lock this thread holds. It

@@ -43,8 +43,8 @@ _SAMPLES = 10_000
 _SYNC_SECONDS_LE = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _ENTRIES_LE = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 _WORKER_MAX_FDS = 16  # what one SyncWorker request holds
-# How long the sync worker polls for the next sync before it sleeps: a lone caller's next save comes back sooner
-# than a sleeping thread wakes (docs/design.md, "Where the syncs run").
+# How long the sync worker polls for the next sync before it sleeps (when the last one came that soon): a lone
+# caller's next save comes back sooner than a sleeping thread wakes (docs/design.md, "Where each sync runs").
 _WORKER_POLL_US = 100
 
 
