@@ -448,12 +448,11 @@ class _EmptyingFd:
         return self.fd
 
 
-@pytest.fixture(params=[0, 100], ids=["sleeps", "polls"])
-def worker(request: pytest.FixtureRequest) -> object:
-    """A worker that sleeps between requests, and one that polls for the next one for 100 µs first."""
+@pytest.fixture
+def worker() -> object:
     if not hasattr(_speedups, "SyncWorker"):
         pytest.skip("this build has no sync worker (no eventfd)")
-    w = _speedups.SyncWorker(spin_us=request.param)
+    w = _speedups.SyncWorker()
     yield w
     w.close()
 
@@ -534,75 +533,9 @@ def test_a_closed_or_never_started_sync_worker_refuses_every_call() -> None:
         with pytest.raises(RuntimeError, match="already started"):
             started.__init__()  # type: ignore[misc]  # a second thread would never be joined
         with pytest.raises(TypeError):
-            _speedups.SyncWorker(1)  # spin_us is keyword-only
-        for bad in (-1, 1_000_001):
-            with pytest.raises(ValueError, match="spin_us"):
-                _speedups.SyncWorker(spin_us=bad)
+            _speedups.SyncWorker(1)
     finally:
         started.close()
-
-
-def test_a_polling_worker_takes_requests_back_to_back_and_closes_at_once(tmp_path: Path) -> None:
-    """A worker polling for its next request (for up to 1 s here) runs each one it is given, and close() ends
-    the poll without waiting it out."""
-    if not hasattr(_speedups, "SyncWorker"):
-        pytest.skip("this build has no sync worker (no eventfd)")
-    fd = os.open(tmp_path / "f", os.O_CREAT | os.O_WRONLY)
-    try:
-        w = _speedups.SyncWorker(spin_us=1_000_000)
-        for k in range(50):
-            os.pwrite(fd, b"x", k)
-            w.submit([fd])
-            assert _wait(w) == 0
-        t0 = time.monotonic()
-        w.close()
-        assert time.monotonic() - t0 < 0.5  # not the 1 s poll: stop ends it
-    finally:
-        os.close(fd)
-
-
-def _thread_cpu_ticks(tid: int) -> int:
-    """User + system CPU time of one thread of this process, in clock ticks (/proc/self/task/TID/stat)."""
-    with open(f"/proc/self/task/{tid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
-
-
-def test_a_worker_polls_only_after_a_request_that_came_soon_after_the_sync_before(tmp_path: Path) -> None:
-    """The poll is for a caller whose next sync comes at once; after a request that came later than the poll lasts
-    (a group commit's next sync, an idle storage), the worker sleeps at once instead of burning a core. Seen in the
-    worker thread's own CPU time while the test sleeps (the poll lasts 200 ms here)."""
-    if not hasattr(_speedups, "SyncWorker") or not os.path.isdir("/proc/self/task"):
-        pytest.skip("this build has no sync worker (no eventfd), or no /proc")
-    fd = os.open(tmp_path / "f", os.O_CREAT | os.O_WRONLY)
-    before = set(os.listdir("/proc/self/task"))
-    w = _speedups.SyncWorker(spin_us=200_000)
-    (tid,) = {int(t) for t in os.listdir("/proc/self/task")} - {int(t) for t in before}
-    try:
-
-        def sync() -> None:
-            w.submit([fd])
-            assert _wait(w) == 0
-
-        def ticks_while_asleep() -> int:
-            t0 = _thread_cpu_ticks(tid)
-            time.sleep(0.25)
-            return _thread_cpu_ticks(tid) - t0
-
-        hz = os.sysconf("SC_CLK_TCK")
-        sync()  # the first request (no sync before it) is followed by a poll
-        time.sleep(0.3)
-        sync()  # 300 ms after the sync before: no poll
-        assert ticks_while_asleep() <= 0.02 * hz
-        sync()  # 250 ms after: no poll
-        sync()  # at once: a poll
-        assert ticks_while_asleep() >= 0.05 * hz
-        time.sleep(0.05)
-        sync()  # 300 ms after: no poll again
-        assert ticks_while_asleep() <= 0.02 * hz
-    finally:
-        w.close()
-        os.close(fd)
 
 
 def test_close_runs_the_sync_submitted_before_it(tmp_path: Path) -> None:

@@ -25,7 +25,6 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sys/eventfd.h>
-#include <time.h>
 #include <unistd.h>
 #endif
 
@@ -511,36 +510,8 @@ typedef struct {
     int efd;            /* the eventfd as Python sees it: -1 once close() began */
     int notify_fd;      /* the same eventfd as the thread writes it, closed only after the thread ended */
     int stop, pending, done, nfds, err;
-    long spin_ns;       /* how long the thread polls for the next request before it sleeps on cv */
-    int poll;           /* whether to poll after this request: the one before came within spin_ns of its sync */
-    long long done_ns;  /* when the last sync ended (0: none yet) */
     int fds[SYNC_MAX_FDS];
 } SyncWorker;
-
-static long long now_ns(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
-}
-
-/* Poll for the next request for up to w->spin_ns: a lone caller's next sync usually comes within a fraction of a
- * sync's time, and a thread that polls takes it without the wake-up of a sleeping thread. Only when the previous
- * request came that soon after its sync (submit decides): a group commit's next sync comes later, and an idle
- * storage's never, and for those the poll would only burn a core. */
-static void sync_worker_poll(SyncWorker *w) {
-    struct timespec t0, t;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    for (unsigned i = 1;; i++) {
-        if (__atomic_load_n(&w->pending, __ATOMIC_ACQUIRE) || __atomic_load_n(&w->stop, __ATOMIC_ACQUIRE)) return;
-#if defined(__x86_64__) || defined(__i386__)
-        __builtin_ia32_pause();
-#endif
-        if ((i & 31) == 0) {
-            clock_gettime(CLOCK_MONOTONIC, &t);
-            if ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) >= w->spin_ns) return;
-        }
-    }
-}
 
 static void *sync_worker_main(void *arg) {
     SyncWorker *w = arg;
@@ -558,15 +529,12 @@ static void *sync_worker_main(void *arg) {
         w->err = err;
         w->pending = 0;
         w->done = 1;
-        w->done_ns = now_ns();
-        int poll = w->poll;
         /* The eventfd is written without the lock: the loop thread it wakes takes the lock in result() at once,
          * and must not find it held by this thread. */
         pthread_mutex_unlock(&w->mu);
         uint64_t one = 1;
         while (write(w->notify_fd, &one, sizeof one) < 0 && errno == EINTR) {
         }
-        if (poll) sync_worker_poll(w);
         pthread_mutex_lock(&w->mu);
     }
     pthread_mutex_unlock(&w->mu);
@@ -583,7 +551,7 @@ static void sync_worker_stop(SyncWorker *w) {
     if (started) {
         w->closing = 1;
         pthread_mutex_lock(&w->mu);
-        __atomic_store_n(&w->stop, 1, __ATOMIC_RELEASE);
+        w->stop = 1;
         pthread_cond_signal(&w->cv);
         pthread_mutex_unlock(&w->mu);
         Py_BEGIN_ALLOW_THREADS
@@ -598,13 +566,8 @@ static void sync_worker_stop(SyncWorker *w) {
 }
 
 static int sync_worker_init(SyncWorker *w, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"spin_us", NULL};
-    long spin_us = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$l", kwlist, &spin_us)) return -1;
-    if (spin_us < 0 || spin_us > 1000000) {
-        PyErr_SetString(PyExc_ValueError, "spin_us must be between 0 and 1000000");
-        return -1;
-    }
+    static char *kwlist[] = {NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "", kwlist)) return -1;
     if (w->started || w->closing || w->notify_fd >= 0) {
         PyErr_SetString(PyExc_RuntimeError, "SyncWorker already started");
         return -1;
@@ -615,9 +578,6 @@ static int sync_worker_init(SyncWorker *w, PyObject *args, PyObject *kwds) {
         return -1;
     }
     w->stop = w->pending = w->done = w->err = w->nfds = 0;
-    w->spin_ns = spin_us * 1000L;
-    w->poll = 0;
-    w->done_ns = 0;
     w->notify_fd = efd;
     int rc = pthread_create(&w->thread, NULL, sync_worker_main, w);
     if (rc != 0) {
@@ -704,8 +664,7 @@ static PyObject *sync_worker_submit(SyncWorker *w, PyObject *arg) {
     }
     memcpy(w->fds, fds, sizeof(int) * (size_t)n);
     w->nfds = (int)n;
-    w->poll = w->spin_ns > 0 && (w->done_ns == 0 || now_ns() - w->done_ns < w->spin_ns);
-    __atomic_store_n(&w->pending, 1, __ATOMIC_RELEASE); /* (the polling thread reads it without the lock) */
+    w->pending = 1;
     pthread_mutex_unlock(&w->mu);
     /* Signalled after the unlock: the thread it wakes does not block at once on the lock this thread holds. It
      * only ever waits for pending or stop, and the cv outlives both threads (destroyed in dealloc, after the join). */

@@ -43,9 +43,6 @@ _SAMPLES = 10_000
 _SYNC_SECONDS_LE = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _ENTRIES_LE = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 _WORKER_MAX_FDS = 16  # what one SyncWorker request holds
-# How long the sync worker polls for the next sync before it sleeps (when the last one came that soon): a lone
-# caller's next save comes back sooner than a sleeping thread wakes (docs/design.md, "Where each sync runs").
-_WORKER_POLL_US = 100
 
 
 # --- requests -----------------------------------------------------------------------------------------------------
@@ -139,7 +136,7 @@ class AsyncDiskStorage:
         self._worker: SyncWorker | None = None
         self._worker_job: _WorkerJob | None = None
         if speedups.sync_worker is not None and self._fs.direct_fdatasync:
-            self._worker = speedups.sync_worker(spin_us=_WORKER_POLL_US)
+            self._worker = speedups.sync_worker()
             self._loop.add_reader(self._worker.fileno(), self._on_worker_done)
         self._stats = _Stats()
         self._closing = False
