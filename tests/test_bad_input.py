@@ -274,6 +274,48 @@ def test_garbage_slot_in_older_file(tmp_path: Path, small_files: None, key: byte
 
 
 @pytest.mark.parametrize("key", KEYS)
+@pytest.mark.parametrize("name", ["00002.wal", "00003.wal"])
+def test_zeroed_index_of_slot_0_before_used_slots(
+    tmp_path: Path, small_files: None, key: bytes | None, name: str
+) -> None:
+    """Found by the corruption fuzz: slot 0's index set to 0 while the slots after it stay used. The search for the
+    first empty slot (a bisection, as Dgraph's) stepped over the hole, the file counted 0 as its first index and
+    sorted before the others, and a read-only open then answered reads of acknowledged entries with "a gap in the
+    log". It is damage to acknowledged entries: CorruptionError naming the file, nothing changed."""
+    build(tmp_path, key)
+    with open(tmp_path / name, "r+b") as fh:
+        fh.seek(8)
+        fh.write(bytes(8))
+    before = file_digest(tmp_path / name)
+    for read_only in (True, False):
+        with pytest.raises(CorruptionError, match="entries up to 12 were made durable") as info:
+            DiskStorage.open(tmp_path, key=key, read_only=read_only)
+        assert re.search(rf"holding no entries: \S*{re.escape(name)}", str(info.value))
+        if name == "00003.wal":  # the newest file: what is wrong with it is said first
+            assert str(info.value).startswith(f"{tmp_path / name}: offset {SLOT_SIZE}: slot 1 is not empty after")
+    assert file_digest(tmp_path / name) == before
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_index_of_an_older_files_last_slot_raised_past_a_gap(
+    tmp_path: Path, small_files: None, key: bytes | None
+) -> None:
+    """Found by the corruption fuzz: a damaged index that still increases (the last slot of 00002.wal, 10, read as
+    65546) opens a gap inside the file above the snapshot, and made the next file (11, 12) look like a torn tail
+    after entry 65546, past the durable mark: a writable open cut the acknowledged entries 11 and 12. A gap above
+    the snapshot is damage: CorruptionError naming the slot, nothing cut."""
+    build(tmp_path, key)
+    with open(tmp_path / "00002.wal", "r+b") as fh:
+        fh.seek(4 * SLOT_SIZE + 8)
+        fh.write((10 + (1 << 16)).to_bytes(8, "big"))
+    before = {p.name: file_digest(p) for p in tmp_path.iterdir()}
+    for read_only in (True, False):
+        with pytest.raises(CorruptionError, match=rf"00002\.wal: offset {4 * SLOT_SIZE}: slot 4 \(index 65546\)"):
+            DiskStorage.open(tmp_path, key=key, read_only=read_only)
+    assert {p.name: file_digest(p) for p in tmp_path.iterdir()} == before
+
+
+@pytest.mark.parametrize("key", KEYS)
 @pytest.mark.parametrize("which", [0, 1])
 def test_flipped_data_byte_in_current_file(tmp_path: Path, small_files: None, key: bytes | None, which: int) -> None:
     """A synced record whose bytes no longer match its slot's CRC is damage to an acknowledged entry:

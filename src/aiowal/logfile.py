@@ -181,7 +181,9 @@ class LogFile:
         table.byteswap()
         indexes = table[1::4]
         good = n
-        if n:
+        if n and not indexes[0]:  # slot 0 empty, used slots after it (the search above assumes none): none valid
+            good = 0
+        elif n:
             if indexes[0] + n > 1 << 64 or indexes[:n] != array("Q", range(indexes[0], indexes[0] + n)):
                 good = records.first_not_increasing(indexes, n, strict=True)  # not contiguous: a gap, or damage
             good = min(good, records.first_not_increasing(table[0::4], good, strict=False))

@@ -11,6 +11,7 @@ written by Dgraph, which keeps none) only the newest file's tail may be cut, as 
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -59,8 +60,34 @@ def find_cut(files: Sequence[LogFile], snapshot_index: int) -> Cut | None:
                 return Cut(pos, 0, expected, reason)
         if lf.problem is not None:
             return Cut(pos, lf.count, lf.last + 1 if lf.count else expected, lf.problem)
+        gap = _gap_above(lf, snapshot_index)
+        if gap is not None:
+            after = lf.index_at(gap - 1)
+            reason = (
+                f"{lf.path}: offset {gap * SLOT_SIZE}: slot {gap} (index {lf.index_at(gap)}) leaves a gap after "
+                f"{after}, above the snapshot at {snapshot_index}"
+            )
+            return Cut(pos, gap, after + 1, reason)
         prev = lf
     return None
+
+
+def _gap_above(lf: LogFile, snapshot_index: int) -> int | None:
+    """The first slot of ``lf`` whose index leaves a gap above the snapshot, or None. Gaps inside a file are
+    Dgraph's (entries appended after a snapshot saved with them) and lie below the snapshot; the log above it has
+    none, so a gap there is a damaged index (which could pass every other check)."""
+    if lf.contiguous or not lf.count:
+        return None
+    s = lf.slot_ge(snapshot_index + 1)
+    if s >= lf.count:
+        return None
+    base = lf.index_at(s)
+    if s and base > snapshot_index + 1:
+        return s
+    if lf.last - base == lf.count - 1 - s:
+        return None
+    # Indexes strictly increase, so index - slot never decreases: the first slot where it grows is the gap.
+    return bisect.bisect_right(range(s, lf.count), base - s, key=lambda k: lf.index_at(k) - k) + s
 
 
 def check_cut(

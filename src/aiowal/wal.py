@@ -104,6 +104,10 @@ class Wal:
         cut = recovery.find_cut(live, snapshot_index)
         current = self._current_among(empty, live)
         suspects = [lf.empty_reason() for lf in empty if lf is not current]
+        if current is not None:
+            current.load(validate_records=False)
+            if current.problem is not None:  # used slots behind an empty slot 0: a crash's, or damage (the mark says)
+                suspects.append(current.problem)
         recovery.check_cut(cut, live, durable, snapshot_index, suspects)
         if cut is not None:
             self._cut(live, cut, dead)
