@@ -227,8 +227,13 @@ def check_concurrent(o: Observed, models: Sequence[Model], ops: Sequence[Op], p:
         what = (
             f"entries {stray[:8]} hold what no state of ops {p}..{q} holds there (garbage or lost); " if stray else ""
         )
+        same_snap = [
+            f"op {p + k}: {why}" for k, (m, why) in enumerate(zip(candidates, misfits, strict=True)) if m.snap == o.snap
+        ]
+        closest = f"; with its snapshot: {'; '.join(same_snap[:4])}" if same_snap else ""
         out.append(
             f"{what}no state of ops {p}..{q} explains the log: {misfits[0]} (acknowledged); {misfits[-1]} (last)"
+            f"{closest}"
         )
     if o.snap_fields != (o.snap.index, o.snap.term):
         out.append(f"wal.meta snapshot fields {o.snap_fields} disagree with the snapshot {o.snap.index}/{o.snap.term}")
