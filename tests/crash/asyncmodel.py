@@ -194,6 +194,8 @@ def _misfit(o: Observed, acked: Model, m: Model, cut_from: int | None) -> str | 
     are). ``cut_from``: where the op after ``m`` overwrites the log, if it does; its cut may be part done, so the
     entries from there on may be missing."""
     if o.snap != m.snap:
+        if (o.snap.index, o.snap.term) == (m.snap.index, m.snap.term):
+            return f"snapshot {o.snap.index}/{o.snap.term} holds other data or voters than the one written there"
         return f"snapshot {o.snap.index}/{o.snap.term} is not {m.snap.index}/{m.snap.term}"
     if o.first != m.first_index():
         return f"first index {o.first} is not {m.first_index()}"
@@ -228,7 +230,9 @@ def check_concurrent(o: Observed, models: Sequence[Model], ops: Sequence[Op], p:
             f"entries {stray[:8]} hold what no state of ops {p}..{q} holds there (garbage or lost); " if stray else ""
         )
         same_snap = [
-            f"op {p + k}: {why}" for k, (m, why) in enumerate(zip(candidates, misfits, strict=True)) if m.snap == o.snap
+            f"op {p + k}: {why}"
+            for k, (m, why) in enumerate(zip(candidates, misfits, strict=True))
+            if m.snap.index == o.snap.index
         ]
         closest = f"; with its snapshot: {'; '.join(same_snap[:4])}" if same_snap else ""
         out.append(
